@@ -1,0 +1,249 @@
+//! `TransportClient`: one connection, as both ends see it (Spark's `TransportClient`
+//! plus the request matching of its `TransportResponseHandler`).
+//!
+//! A client sends RpcRequests and matches each RpcResponse or RpcFailure to
+//! its callback by request id; it also answers requests that arrived on it
+//! ([`send_response`](TransportClient::send_response)), which is how a server
+//! replies, and how it sends to a connected client at any time (Spark's
+//! reverse client): the server side holds a `TransportClient` for every
+//! accepted connection too. The bytes go through the backend's [`FrameSink`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::error::TransportError;
+use crate::frame::{EncodedFrame, Frame};
+use crate::transport::TransportHandler;
+
+/// Identifies a connection within one transport (like mio's `Token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn-{}", self.0)
+    }
+}
+
+/// Called once with the response body, or the error, of one RPC
+/// (Spark's `RpcResponseCallback`). Runs on the backend's event-loop thread of
+/// the connection: it must not block.
+pub type RpcResponseCallback = Box<dyn FnOnce(Result<Bytes, TransportError>) + Send>;
+
+/// What a backend provides to move a connection's frames. Implemented by each backend.
+pub trait FrameSink: Send + Sync + 'static {
+    /// Queues `frame` to be written after every frame queued before it; never blocks.
+    ///
+    /// # Errors
+    /// [`TransportError::ConnectionClosed`] once the connection is closing or closed:
+    /// from then on every call must fail.
+    fn send(&self, frame: EncodedFrame) -> Result<(), TransportError>;
+    /// Starts closing the connection: queued frames may be dropped, reads stop,
+    /// and the backend then calls [`TransportClient::connection_closed`].
+    fn close(&self);
+    /// Whether the connection still accepts frames.
+    fn is_active(&self) -> bool;
+}
+
+struct Inner {
+    id: ConnectionId,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    max_frame_size: u64,
+    sink: Box<dyn FrameSink>,
+    outstanding: Mutex<HashMap<i64, RpcResponseCallback>>,
+    next_request_id: AtomicI64,
+}
+
+/// A handle to one connection. Cheap to clone; all clones are the same connection.
+#[derive(Clone)]
+pub struct TransportClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TransportClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportClient")
+            .field("id", &self.inner.id)
+            .field("peer", &self.inner.peer_addr)
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+impl TransportClient {
+    /// Wraps a backend connection. For backends; users get clients from
+    /// [`Transport::connect`](crate::Transport::connect) and handler callbacks.
+    pub fn new(
+        id: ConnectionId,
+        local_addr: SocketAddr,
+        peer_addr: SocketAddr,
+        max_frame_size: u64,
+        sink: Box<dyn FrameSink>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                local_addr,
+                peer_addr,
+                max_frame_size,
+                sink,
+                outstanding: Mutex::new(HashMap::new()),
+                next_request_id: AtomicI64::new(0),
+            }),
+        }
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.inner.id
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Whether the connection still accepts frames.
+    pub fn is_active(&self) -> bool {
+        self.inner.sink.is_active()
+    }
+
+    /// RPCs sent on this connection and not yet answered.
+    pub fn outstanding_rpcs(&self) -> usize {
+        self.outstanding().len()
+    }
+
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RpcResponseCallback>> {
+        self.inner.outstanding.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_size(&self, frame: &EncodedFrame) -> Result<(), TransportError> {
+        if frame.len() as u64 > self.inner.max_frame_size {
+            return Err(TransportError::FrameTooLarge {
+                length: frame.len() as u64,
+                max: self.inner.max_frame_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn encode(
+        &self,
+        f: impl FnOnce() -> Result<EncodedFrame, crate::frame::FrameSizeError>,
+    ) -> Result<EncodedFrame, TransportError> {
+        let frame = f().map_err(|e| TransportError::FrameTooLarge {
+            length: e.length as u64,
+            max: self.inner.max_frame_size,
+        })?;
+        self.check_size(&frame)?;
+        Ok(frame)
+    }
+
+    /// Sends an RpcRequest carrying `body`; `callback` gets the response body,
+    /// the peer's RpcFailure as [`TransportError::RemoteFailure`], or
+    /// [`TransportError::ConnectionClosed`] if the connection is lost first.
+    /// Returns the request id. Mirrors Spark's `TransportClient.sendRpc`.
+    ///
+    /// # Errors
+    /// [`TransportError::FrameTooLarge`] when the frame would exceed the maximum
+    /// frame size; [`TransportError::ConnectionClosed`] when the connection is
+    /// closed. In both cases `callback` is dropped without being called.
+    pub fn send_rpc(
+        &self,
+        body: Bytes,
+        callback: impl FnOnce(Result<Bytes, TransportError>) + Send + 'static,
+    ) -> Result<i64, TransportError> {
+        let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let frame = self.encode(|| EncodedFrame::rpc_request(request_id, body))?;
+        // Register before sending: the response may arrive before `send` returns.
+        self.outstanding().insert(request_id, Box::new(callback));
+        if let Err(e) = self.inner.sink.send(frame) {
+            self.outstanding().remove(&request_id);
+            return Err(e);
+        }
+        Ok(request_id)
+    }
+
+    /// Sends a OneWayMessage (Spark's `TransportClient.send`): no answer expected.
+    ///
+    /// # Errors
+    /// As [`send_rpc`](Self::send_rpc).
+    pub fn send_one_way(&self, body: Bytes) -> Result<(), TransportError> {
+        let frame = self.encode(|| EncodedFrame::one_way(body))?;
+        self.inner.sink.send(frame)
+    }
+
+    /// Answers request `request_id` that arrived on this connection with an RpcResponse.
+    ///
+    /// # Errors
+    /// As [`send_rpc`](Self::send_rpc).
+    pub fn send_response(&self, request_id: i64, body: Bytes) -> Result<(), TransportError> {
+        let frame = self.encode(|| EncodedFrame::rpc_response(request_id, body))?;
+        self.inner.sink.send(frame)
+    }
+
+    /// Answers request `request_id` with an RpcFailure carrying `error`.
+    ///
+    /// # Errors
+    /// As [`send_rpc`](Self::send_rpc).
+    pub fn send_failure(&self, request_id: i64, error: &str) -> Result<(), TransportError> {
+        let frame = self.encode(|| EncodedFrame::rpc_failure(request_id, error))?;
+        self.inner.sink.send(frame)
+    }
+
+    /// Closes the connection. Outstanding RPCs fail with
+    /// [`TransportError::ConnectionClosed`] once the backend has closed it.
+    pub fn close(&self) {
+        self.inner.sink.close();
+    }
+
+    /// Routes one decoded frame: requests and one-way messages to `handler`,
+    /// responses and failures to the callback registered under their request
+    /// id. For backends; call on the connection's event-loop thread.
+    pub fn handle_frame(&self, frame: Frame, handler: &dyn TransportHandler) {
+        match frame {
+            Frame::RpcRequest { request_id, body } => handler.receive_rpc(self, request_id, body),
+            Frame::OneWayMessage { body } => handler.receive_one_way(self, body),
+            Frame::RpcResponse { request_id, body } => self.complete(request_id, Ok(body)),
+            Frame::RpcFailure { request_id, error } => {
+                self.complete(request_id, Err(TransportError::RemoteFailure { message: error }))
+            }
+        }
+    }
+
+    fn complete(&self, request_id: i64, result: Result<Bytes, TransportError>) {
+        let callback = self.outstanding().remove(&request_id);
+        match callback {
+            Some(cb) => cb(result),
+            None => tracing::warn!(
+                request_id,
+                peer = %self.inner.peer_addr,
+                "ignoring a response to an RPC that is not outstanding"
+            ),
+        }
+    }
+
+    /// Fails every outstanding RPC with `ConnectionClosed { reason }`. For
+    /// backends: call once the sink refuses new frames, so no RPC can be
+    /// registered after this and never answered.
+    pub fn connection_closed(&self, reason: &str) {
+        let pending: Vec<_> = self.outstanding().drain().collect();
+        for (_, cb) in pending {
+            cb(Err(TransportError::ConnectionClosed {
+                peer: self.inner.peer_addr,
+                reason: reason.to_string(),
+            }));
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `IoMode` and `TransportConf`: which backend runs, and how.
+//!
+//! Mirrors Spark's `TransportConf` and the `spark.rpc.io.*` keys. A
+//! configuration starts from [`TransportConf::default`], is read from the
+//! `[transport]` table of a TOML file, then overridden by environment
+//! variables (`RPC_` + the key in upper case, e.g. `RPC_IO_MODE=epoll`), then
+//! by code (the fields are public). [`TransportConf::validate`] checks it.
+//!
+//! | key | env | default | Spark |
+//! | --- | --- | --- | --- |
+//! | `io_mode` | `RPC_IO_MODE` | `auto` | `spark.rpc.io.mode` |
+//! | `server_threads` | `RPC_SERVER_THREADS` | 0 = cores, at most 8 | `spark.rpc.io.serverThreads` |
+//! | `client_threads` | `RPC_CLIENT_THREADS` | 0 = cores, at most 8 | `spark.rpc.io.clientThreads` |
+//! | `connections_per_peer` | `RPC_CONNECTIONS_PER_PEER` | 1 | `spark.rpc.io.numConnectionsPerPeer` |
+//! | `max_frame_size` | `RPC_MAX_FRAME_SIZE` | 134217728 (128 MiB) | `spark.rpc.message.maxSize` |
+//! | `connect_timeout_ms` | `RPC_CONNECT_TIMEOUT_MS` | 120000 | `spark.rpc.io.connectionCreationTimeout` |
+//! | `send_buffer_bytes` | `RPC_SEND_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.sendBuffer` |
+//! | `receive_buffer_bytes` | `RPC_RECEIVE_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.receiveBuffer` |
+//! | `tcp_nodelay` | `RPC_TCP_NODELAY` | true | (always on in Spark) |
+//! | `pool_max_bytes` | `RPC_POOL_MAX_BYTES` | 67108864 (64 MiB) | (Netty allocator arenas) |
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which IO backend a transport runs on (Spark's `IOMode`: NIO / EPOLL / AUTO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IoMode {
+    /// tokio over epoll (the portable path, like Netty's NIO and EPOLL transports).
+    Epoll,
+    /// io_uring (Linux 5.19 or later for multishot receive).
+    IoUring,
+    /// io_uring where the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+}
+
+impl IoMode {
+    /// The accepted spellings, for error messages.
+    pub const ALLOWED: &'static str = "epoll, io_uring, auto";
+
+    /// The canonical name: `epoll`, `io_uring` or `auto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epoll => "epoll",
+            Self::IoUring => "io_uring",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for IoMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IoMode {
+    type Err = ConfError;
+
+    /// Parses `epoll`, `io_uring` (or `iouring`, `uring`) and `auto`, in any case;
+    /// Spark's `NIO` is read as `epoll`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "epoll" | "nio" => Ok(Self::Epoll),
+            "io_uring" | "iouring" | "uring" => Ok(Self::IoUring),
+            "auto" => Ok(Self::Auto),
+            _ => Err(ConfError::InvalidValue {
+                key: "io_mode".into(),
+                value: s.into(),
+                allowed: Self::ALLOWED.into(),
+            }),
+        }
+    }
+}
+
+/// A bad configuration: the key, the value seen and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfError {
+    /// A key's value is out of range or of the wrong kind.
+    #[error("invalid value `{value}` for `{key}`; allowed: {allowed}")]
+    InvalidValue {
+        /// The key (or environment variable) that was set.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What would have been accepted.
+        allowed: String,
+    },
+    /// A key this configuration does not have.
+    #[error("unknown key `{key}` in {place}; known keys: {known}")]
+    UnknownKey {
+        /// The key given.
+        key: String,
+        /// Where it was found (a file's table, or "the environment").
+        place: String,
+        /// The keys that exist.
+        known: String,
+    },
+    /// The file could not be read or is not valid TOML.
+    #[error("cannot read configuration {path}: {message}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Transport settings (Spark's `TransportConf`). See the [module docs](self) for keys and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConf {
+    /// Which backend runs.
+    pub io_mode: IoMode,
+    /// Event-loop threads serving accepted connections; 0 picks the number of cores, at most 8.
+    pub server_threads: usize,
+    /// Event-loop threads serving outgoing connections; 0 picks the number of cores, at most 8.
+    pub client_threads: usize,
+    /// Connections a client factory keeps to one peer address (at least 1).
+    pub connections_per_peer: usize,
+    /// Largest frame accepted or sent, in bytes, length prefix included (at least 21).
+    pub max_frame_size: u64,
+    /// How long connecting may take, in milliseconds (at least 1).
+    pub connect_timeout_ms: u64,
+    /// `SO_SNDBUF` in bytes; 0 leaves the OS default.
+    pub send_buffer_bytes: usize,
+    /// `SO_RCVBUF` in bytes; 0 leaves the OS default.
+    pub receive_buffer_bytes: usize,
+    /// `TCP_NODELAY` on every connection.
+    pub tcp_nodelay: bool,
+    /// Bound on idle bytes the buffer pool keeps, in bytes.
+    pub pool_max_bytes: usize,
+}
+
+impl Default for TransportConf {
+    fn default() -> Self {
+        Self {
+            io_mode: IoMode::Auto,
+            server_threads: 0,
+            client_threads: 0,
+            connections_per_peer: 1,
+            max_frame_size: 128 << 20,
+            connect_timeout_ms: 120_000,
+            send_buffer_bytes: 0,
+            receive_buffer_bytes: 0,
+            tcp_nodelay: true,
+            pool_max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Every key, in the order of the module table.
+pub const KEYS: [&str; 10] = [
+    "io_mode",
+    "server_threads",
+    "client_threads",
+    "connections_per_peer",
+    "max_frame_size",
+    "connect_timeout_ms",
+    "send_buffer_bytes",
+    "receive_buffer_bytes",
+    "tcp_nodelay",
+    "pool_max_bytes",
+];
+
+/// Prefix of the environment variables that override keys.
+pub const ENV_PREFIX: &str = "RPC_";
+
+fn parse_num<T: FromStr>(key: &str, value: &str, allowed: &str) -> Result<T, ConfError> {
+    value.trim().parse().map_err(|_| ConfError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        allowed: allowed.into(),
+    })
+}
+
+impl TransportConf {
+    /// Sets `key` from its text form, as a file or the environment gives it.
+    ///
+    /// # Errors
+    /// [`ConfError::UnknownKey`] for a key not in [`KEYS`]; [`ConfError::InvalidValue`]
+    /// when `value` does not parse or is out of range.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfError> {
+        const COUNT: &str = "a whole number >= 0";
+        match key {
+            "io_mode" => self.io_mode = value.parse()?,
+            "server_threads" => self.server_threads = parse_num(key, value, COUNT)?,
+            "client_threads" => self.client_threads = parse_num(key, value, COUNT)?,
+            "connections_per_peer" => {
+                self.connections_per_peer = parse_num(key, value, "a whole number >= 1")?
+            }
+            "max_frame_size" => self.max_frame_size = parse_num(key, value, "bytes, a whole number >= 21")?,
+            "connect_timeout_ms" => self.connect_timeout_ms = parse_num(key, value, "milliseconds, >= 1")?,
+            "send_buffer_bytes" => self.send_buffer_bytes = parse_num(key, value, COUNT)?,
+            "receive_buffer_bytes" => self.receive_buffer_bytes = parse_num(key, value, COUNT)?,
+            "tcp_nodelay" => self.tcp_nodelay = parse_num(key, value, "true or false")?,
+            "pool_max_bytes" => self.pool_max_bytes = parse_num(key, value, COUNT)?,
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    key: key.into(),
+                    place: "the transport configuration".into(),
+                    known: KEYS.join(", "),
+                });
+            }
+        }
+        self.validate()
+    }
+
+    /// Checks ranges: `connections_per_peer >= 1`, `max_frame_size >= 21`,
+    /// `connect_timeout_ms >= 1`.
+    ///
+    /// # Errors
+    /// [`ConfError::InvalidValue`] naming the first key out of range.
+    pub fn validate(&self) -> Result<(), ConfError> {
+        let bad = |key: &str, value: String, allowed: &str| {
+            Err(ConfError::InvalidValue {
+                key: key.into(),
+                value,
+                allowed: allowed.into(),
+            })
+        };
+        if self.connections_per_peer == 0 {
+            return bad("connections_per_peer", "0".into(), "a whole number >= 1");
+        }
+        if self.max_frame_size < crate::protocol::MAX_HEADER_SIZE as u64 {
+            return bad(
+                "max_frame_size",
+                self.max_frame_size.to_string(),
+                "bytes, a whole number >= 21",
+            );
+        }
+        if self.connect_timeout_ms == 0 {
+            return bad("connect_timeout_ms", "0".into(), "milliseconds, >= 1");
+        }
+        Ok(())
+    }
+
+    /// Reads the `[transport]` table of a TOML document over the defaults;
+    /// other tables are ignored (they belong to other layers).
+    ///
+    /// # Errors
+    /// [`ConfError::File`] for invalid TOML, [`ConfError::UnknownKey`] and
+    /// [`ConfError::InvalidValue`] for bad keys and values.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfError> {
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfError::File {
+            path: "<toml>".into(),
+            message: e.to_string(),
+        })?;
+        let mut conf = Self::default();
+        let Some(table) = doc.get("transport") else {
+            return Ok(conf);
+        };
+        let table = table.as_table().ok_or_else(|| ConfError::InvalidValue {
+            key: "transport".into(),
+            value: table.to_string(),
+            allowed: "a table of transport keys".into(),
+        })?;
+        for (key, value) in table {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            };
+            conf.set(key, &text).map_err(|e| match e {
+                ConfError::UnknownKey { key, known, .. } => ConfError::UnknownKey {
+                    key,
+                    place: "the [transport] table".into(),
+                    known,
+                },
+                other => other,
+            })?;
+        }
+        Ok(conf)
+    }
+
+    /// Reads a TOML file; see [`from_toml_str`](Self::from_toml_str).
+    ///
+    /// # Errors
+    /// [`ConfError::File`] when the file cannot be read or parsed, and the
+    /// errors of [`from_toml_str`](Self::from_toml_str).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfError::File { message, .. } => ConfError::File {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Applies overrides from `(name, value)` pairs of environment variables:
+    /// each `RPC_<KEY>` whose key is in [`KEYS`] sets that key; other variables are ignored.
+    ///
+    /// # Errors
+    /// [`ConfError::InvalidValue`] naming the variable when its value is bad.
+    pub fn apply_env_vars<I, K, V>(&mut self, vars: I) -> Result<(), ConfError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (name, value) in vars {
+            let Some(key) = name.as_ref().strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if !KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            self.set(&key, value.as_ref()).map_err(|e| match e {
+                ConfError::InvalidValue { value, allowed, .. } => ConfError::InvalidValue {
+                    key: name.as_ref().to_string(),
+                    value,
+                    allowed,
+                },
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Applies overrides from this process's environment; see [`apply_env_vars`](Self::apply_env_vars).
+    ///
+    /// # Errors
+    /// As [`apply_env_vars`](Self::apply_env_vars).
+    pub fn apply_env(&mut self) -> Result<(), ConfError> {
+        self.apply_env_vars(std::env::vars())
+    }
+
+    /// The connect timeout as a [`Duration`].
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Server event-loop threads to run, given `cores` available: `server_threads`, or `min(cores, 8)` when 0.
+    pub fn resolved_server_threads(&self, cores: usize) -> usize {
+        resolve_threads(self.server_threads, cores)
+    }
+
+    /// Client event-loop threads to run, given `cores` available: `client_threads`, or `min(cores, 8)` when 0.
+    pub fn resolved_client_threads(&self, cores: usize) -> usize {
+        resolve_threads(self.client_threads, cores)
+    }
+}
+
+fn resolve_threads(configured: usize, cores: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        cores.clamp(1, 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_sparklike() {
+        let c = TransportConf::default();
+        c.validate().unwrap();
+        assert_eq!(c.max_frame_size, 134_217_728);
+        assert_eq!(c.connections_per_peer, 1);
+        assert_eq!(c.resolved_server_threads(2), 2);
+        assert_eq!(c.resolved_client_threads(64), 8);
+    }
+
+    #[test]
+    fn io_mode_parsing() {
+        assert_eq!("EPOLL".parse::<IoMode>().unwrap(), IoMode::Epoll);
+        assert_eq!("nio".parse::<IoMode>().unwrap(), IoMode::Epoll);
+        assert_eq!("io_uring".parse::<IoMode>().unwrap(), IoMode::IoUring);
+        let e = "kqueue".parse::<IoMode>().unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("io_mode") && msg.contains("kqueue") && msg.contains("epoll, io_uring, auto"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn toml_file_then_env_then_code() {
+        let mut c = TransportConf::from_toml_str(
+            "[transport]\nio_mode = \"epoll\"\nserver_threads = 3\ntcp_nodelay = false\n[rpc]\nother = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.io_mode, c.server_threads, c.tcp_nodelay),
+            (IoMode::Epoll, 3, false)
+        );
+        c.apply_env_vars([
+            ("RPC_SERVER_THREADS", "5"),
+            ("PATH", "/bin"),
+            ("RPC_UNRELATED", "x"),
+        ])
+        .unwrap();
+        assert_eq!(c.server_threads, 5);
+        c.client_threads = 7;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_allowed() {
+        let e = TransportConf::from_toml_str("[transport]\nserver_threads = -2\n").unwrap_err();
+        assert_eq!(
+            e,
+            ConfError::InvalidValue {
+                key: "server_threads".into(),
+                value: "-2".into(),
+                allowed: "a whole number >= 0".into()
+            }
+        );
+        let e = TransportConf::from_toml_str("[transport]\nio_mod = \"epoll\"\n").unwrap_err();
+        assert!(
+            matches!(e, ConfError::UnknownKey { ref key, .. } if key == "io_mod"),
+            "{e}"
+        );
+        let e = TransportConf::default()
+            .apply_env_vars([("RPC_IO_MODE", "fast")])
+            .unwrap_err();
+        assert!(e.to_string().contains("RPC_IO_MODE") && e.to_string().contains("fast"));
+        let e = TransportConf::default()
+            .set("connections_per_peer", "0")
+            .unwrap_err();
+        assert!(e.to_string().contains(">= 1"));
+        let e = TransportConf::from_toml_str("[transport\n").unwrap_err();
+        assert!(matches!(e, ConfError::File { .. }));
+    }
+
+    #[test]
+    fn from_file_reports_the_path() {
+        let e = TransportConf::from_file("/nonexistent/rpc.toml").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/rpc.toml"));
+    }
+}
