@@ -137,6 +137,16 @@ pub enum TransportError {
         /// Why, and what to do instead.
         reason: String,
     },
+    /// A blocking call (such as `Transport::connect`) was made on one of the
+    /// transport's own event-loop threads, where it would wait on itself.
+    #[error("`{call}` blocks and was called on an event-loop thread; call it from another thread")]
+    BlockingCallOnEventLoop {
+        /// The call made.
+        call: &'static str,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    InvalidConfig(#[from] crate::ConfError),
     /// The transport (or server) has been shut down.
     #[error("the transport is shut down; create a new one")]
     Shutdown,

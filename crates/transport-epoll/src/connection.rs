@@ -1,0 +1,314 @@
+//! One connection on an event loop: a reader task, a writer task, and the
+//! `FrameSink` other threads send through.
+//!
+//! - **Read**: the reader waits for readability first and only then takes a
+//!   buffer from the pool, so an idle connection holds no receive buffer. Each
+//!   read's bytes are frozen into a `Bytes` and handed to the shared
+//!   [`FrameDecoder`]; frame bodies are slices of that buffer. The read size
+//!   adapts to what reads return (Netty's `AdaptiveRecvByteBufAllocator`), and
+//!   the rest of a large frame is read straight into that frame's own buffer.
+//! - **Write**: `send` appends to a queue under a short lock and wakes the
+//!   writer; the writer takes the whole queue and writes it with vectored
+//!   writes (headers and bodies in place), so frames queued while it was busy
+//!   go out together.
+//! - **Close**: whoever ends the connection (EOF, an error, `close()`, the
+//!   transport's shutdown) leads to the [`ConnectionGuard`] being dropped on the
+//!   loop thread, which refuses further sends, fails outstanding RPCs, and
+//!   calls `channel_inactive`, exactly once.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use transport::{
+    BufferPool, ConnectionId, EncodedFrame, FrameDecoder, FrameSink, MAX_IOV, TransportClient,
+    TransportError, TransportHandler, WriteQueue,
+};
+
+/// Smallest and largest read buffer, in bytes.
+const MIN_READ: usize = 2 << 10;
+const MAX_READ: usize = 64 << 10;
+const INITIAL_READ: usize = 8 << 10;
+/// A split frame missing at least this many bytes is read straight into its own buffer.
+const DIRECT_READ_MIN: usize = 16 << 10;
+/// Slices per vectored write.
+const IOV_PER_WRITE: usize = if MAX_IOV < 64 { MAX_IOV } else { 64 };
+
+/// Live connections by id, so that a server or the transport can close them.
+pub(crate) type Registry = Arc<Mutex<HashMap<ConnectionId, TransportClient>>>;
+
+#[derive(Default)]
+struct SinkState {
+    queue: VecDeque<EncodedFrame>,
+    closed: bool,
+    reason: Option<String>,
+}
+
+/// The queue between senders (any thread) and the connection's writer task.
+pub(crate) struct EpollSink {
+    state: Mutex<SinkState>,
+    active: AtomicBool,
+    writer_wake: Notify,
+    reader: OnceLock<AbortHandle>,
+    peer: std::net::SocketAddr,
+}
+
+impl EpollSink {
+    fn state(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses further sends and records why (the first reason wins).
+    fn mark_closed(&self, reason: &str) {
+        let mut st = self.state();
+        if !st.closed {
+            st.closed = true;
+            st.reason = Some(reason.to_string());
+        }
+        st.queue.clear();
+        self.active.store(false, Ordering::Release);
+        drop(st);
+        self.writer_wake.notify_one();
+    }
+}
+
+/// Forwards `FrameSink` calls to the shared sink.
+struct SinkHandle(Arc<EpollSink>);
+
+impl FrameSink for SinkHandle {
+    fn send(&self, frame: EncodedFrame) -> Result<(), TransportError> {
+        let mut st = self.0.state();
+        if st.closed {
+            return Err(TransportError::ConnectionClosed {
+                peer: self.0.peer,
+                reason: st.reason.clone().unwrap_or_else(|| "closed".into()),
+            });
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue.push_back(frame);
+        drop(st);
+        // A non-empty queue means the writer has been woken already and will take this frame too.
+        if was_empty {
+            self.0.writer_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.0.mark_closed("closed locally");
+        if let Some(reader) = self.0.reader.get() {
+            reader.abort();
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.0.active.load(Ordering::Acquire)
+    }
+}
+
+/// Ends the connection when dropped: on the reader task's exit, abort, or the
+/// runtime's shutdown, whichever comes first.
+struct ConnectionGuard {
+    sink: Arc<EpollSink>,
+    client: TransportClient,
+    handler: Arc<dyn TransportHandler>,
+    registries: Vec<Registry>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.sink.mark_closed("connection closed");
+        let reason = self.sink.state().reason.clone().unwrap_or_default();
+        for r in &self.registries {
+            r.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.client.id());
+        }
+        self.client.connection_closed(&reason);
+        self.handler.channel_inactive(&self.client);
+    }
+}
+
+/// Everything a new connection needs; built by the server or the connector.
+pub(crate) struct ConnectionParams {
+    pub(crate) id: ConnectionId,
+    pub(crate) max_frame_size: u64,
+    pub(crate) pool: BufferPool,
+    pub(crate) handler: Arc<dyn TransportHandler>,
+    pub(crate) registries: Vec<Registry>,
+}
+
+/// Starts serving `stream` on the current event loop (call from a task on it):
+/// registers it, calls `channel_active`, then spawns its reader and writer.
+pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<TransportClient> {
+    let local = stream.local_addr()?;
+    let peer = stream.peer_addr()?;
+    let sink = Arc::new(EpollSink {
+        state: Mutex::new(SinkState::default()),
+        active: AtomicBool::new(true),
+        writer_wake: Notify::new(),
+        reader: OnceLock::new(),
+        peer,
+    });
+    let client = TransportClient::new(
+        p.id,
+        local,
+        peer,
+        p.max_frame_size,
+        Box::new(SinkHandle(sink.clone())),
+    );
+    for r in &p.registries {
+        r.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.id, client.clone());
+    }
+    let (rd, wr) = stream.into_split();
+    p.handler.channel_active(&client);
+    tokio::spawn(write_loop(sink.clone(), wr, client.clone(), p.handler.clone()));
+    let guard = ConnectionGuard {
+        sink: sink.clone(),
+        client: client.clone(),
+        handler: p.handler.clone(),
+        registries: p.registries,
+    };
+    let decoder = FrameDecoder::new(p.max_frame_size, p.pool.clone());
+    // The guard moves into the task, so it drops (and ends the connection) even
+    // if the task is aborted before it first runs.
+    let reader = tokio::spawn(read_loop(rd, decoder, p.pool, guard));
+    let _ = sink.reader.set(reader.abort_handle());
+    if !client.is_active() {
+        reader.abort();
+    }
+    Ok(client)
+}
+
+async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPool, guard: ConnectionGuard) {
+    let client = &guard.client;
+    let handler = &*guard.handler;
+    let mut read_size = INITIAL_READ;
+    let outcome: Result<(), TransportError> = loop {
+        if let Err(e) = rd.readable().await {
+            break Err(TransportError::io("read from", client.peer_addr(), &e));
+        }
+        let mut deliver = |f| client.handle_frame(f, handler);
+        let result = if decoder.pending_bytes() >= DIRECT_READ_MIN {
+            let buf = decoder.direct_read_buf().expect("a frame is in progress");
+            match rd.try_read(buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => decoder.commit_direct_read(n, &mut deliver),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
+            }
+        } else {
+            let mut buf = pool.allocate(read_size);
+            match rd.try_read(buf.spare_mut()) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    read_size = next_read_size(read_size, n, buf.capacity());
+                    buf.commit(n);
+                    decoder.decode(buf.freeze(), &mut deliver)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
+            }
+        };
+        if let Err(source) = result {
+            break Err(TransportError::Decode {
+                peer: client.peer_addr(),
+                source,
+            });
+        }
+    };
+    let reason = match outcome {
+        Ok(()) if decoder.pending_bytes() > 0 => format!(
+            "the peer closed the connection mid-frame ({} bytes of it missing)",
+            decoder.pending_bytes()
+        ),
+        Ok(()) => "the peer closed the connection".to_string(),
+        Err(e) => {
+            handler.exception_caught(client, &e);
+            e.to_string()
+        }
+    };
+    guard.sink.mark_closed(&reason);
+}
+
+/// Netty-style adaptive sizing: grow when a read filled the buffer, shrink when it used under a quarter.
+fn next_read_size(current: usize, read: usize, capacity: usize) -> usize {
+    if read == capacity {
+        (current * 2).min(MAX_READ)
+    } else if read < capacity / 4 {
+        (current / 2).max(MIN_READ)
+    } else {
+        current
+    }
+}
+
+async fn write_loop(
+    sink: Arc<EpollSink>,
+    mut wr: OwnedWriteHalf,
+    client: TransportClient,
+    handler: Arc<dyn TransportHandler>,
+) {
+    let mut queue = WriteQueue::new();
+    let mut taken = VecDeque::new();
+    loop {
+        {
+            let mut st = sink.state();
+            if st.closed {
+                break;
+            }
+            std::mem::swap(&mut st.queue, &mut taken);
+        }
+        queue.append(&mut taken);
+        if queue.is_empty() {
+            sink.writer_wake.notified().await;
+            continue;
+        }
+        while !queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); IOV_PER_WRITE];
+            let n = queue.io_slices(&mut slices);
+            match wr.write_vectored(&slices[..n]).await {
+                Ok(0) => {
+                    fail(&client, &*handler, std::io::ErrorKind::WriteZero.into());
+                    return;
+                }
+                Ok(written) => queue.advance(written),
+                Err(e) => {
+                    fail(&client, &*handler, e);
+                    return;
+                }
+            }
+        }
+    }
+    // Closed: drop what is unwritten; dropping the write half sends FIN.
+    queue.clear();
+}
+
+fn fail(client: &TransportClient, handler: &dyn TransportHandler, e: std::io::Error) {
+    let err = TransportError::io("write to", client.peer_addr(), &e);
+    if client.is_active() {
+        handler.exception_caught(client, &err);
+    }
+    client.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_read_size;
+
+    #[test]
+    fn read_size_adapts() {
+        assert_eq!(next_read_size(8192, 8192, 8192), 16384);
+        assert_eq!(next_read_size(65536, 65536, 65536), 65536);
+        assert_eq!(next_read_size(8192, 100, 8192), 4096);
+        assert_eq!(next_read_size(2048, 1, 2048), 2048);
+        assert_eq!(next_read_size(8192, 4000, 8192), 8192);
+    }
+}

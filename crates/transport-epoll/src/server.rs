@@ -1,0 +1,86 @@
+//! `EpollServer`: a listening socket whose accept loop runs on the first
+//! server event loop and hands each accepted connection to the next loop of
+//! the group (Netty's boss / worker split, with one group).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+use transport::{ConnectionId, TransportServer};
+
+use crate::connection::Registry;
+
+/// A bound server; closing it stops accepting and closes what it accepted.
+pub(crate) struct EpollServer {
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) accept: Mutex<Option<AbortHandle>>,
+    pub(crate) connections: Registry,
+    pub(crate) closed: AtomicBool,
+}
+
+impl EpollServer {
+    pub(crate) fn new(local_addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            local_addr,
+            accept: Mutex::new(None),
+            connections: Arc::new(Mutex::new(HashMap::new())),
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The handle returned by `bind`; shares the server with the transport, which closes it on shutdown.
+pub(crate) struct ServerHandle(pub(crate) Arc<EpollServer>);
+
+impl TransportServer for ServerHandle {
+    fn local_addr(&self) -> SocketAddr {
+        self.0.local_addr
+    }
+
+    fn close(&self) {
+        self.0.close();
+    }
+}
+
+impl EpollServer {
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(accept) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            accept.abort();
+        }
+        let conns: Vec<_> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for c in conns {
+            c.close();
+        }
+    }
+}
+
+/// Accepts until aborted; `serve` starts each accepted stream on an event loop.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    ids: Arc<AtomicU64>,
+    mut serve: impl FnMut(ConnectionId, tokio::net::TcpStream),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => serve(ConnectionId(ids.fetch_add(1, Ordering::Relaxed)), stream),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the listener stays up.
+                tracing::warn!(addr = ?listener.local_addr().ok(), error = %e, "accept failed; retrying in 10 ms");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
