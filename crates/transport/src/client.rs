@@ -164,15 +164,42 @@ impl TransportClient {
         body: Bytes,
         callback: impl FnOnce(Result<Bytes, TransportError>) + Send + 'static,
     ) -> Result<i64, TransportError> {
+        self.send_rpc_boxed(body, Box::new(callback)).map_err(|(e, _)| e)
+    }
+
+    /// [`send_rpc`](Self::send_rpc) with a boxed callback, handed back with the
+    /// error when the request cannot be sent (so the caller can still complete it).
+    ///
+    /// # Errors
+    /// As [`send_rpc`](Self::send_rpc), together with the unused callback.
+    #[allow(clippy::result_large_err)]
+    pub fn send_rpc_boxed(
+        &self,
+        body: Bytes,
+        callback: RpcResponseCallback,
+    ) -> Result<i64, (TransportError, RpcResponseCallback)> {
         let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(|| EncodedFrame::rpc_request(request_id, body))?;
+        let frame = match self.encode(|| EncodedFrame::rpc_request(request_id, body)) {
+            Ok(f) => f,
+            Err(e) => return Err((e, callback)),
+        };
         // Register before sending: the response may arrive before `send` returns.
-        self.outstanding().insert(request_id, Box::new(callback));
+        self.outstanding().insert(request_id, callback);
         if let Err(e) = self.inner.sink.send(frame) {
-            self.outstanding().remove(&request_id);
-            return Err(e);
+            return match self.outstanding().remove(&request_id) {
+                Some(cb) => Err((e, cb)),
+                // Already failed by `connection_closed`, which called it.
+                None => Ok(request_id),
+            };
         }
         Ok(request_id)
+    }
+
+    /// Forgets an outstanding RPC (its answer, if it comes, is ignored): for a
+    /// caller that gave up waiting, such as an ask that timed out. Returns
+    /// whether it was outstanding; its callback is dropped without being called.
+    pub fn remove_rpc_request(&self, request_id: i64) -> bool {
+        self.outstanding().remove(&request_id).is_some()
     }
 
     /// Sends a OneWayMessage (Spark's `TransportClient.send`): no answer expected.

@@ -1,0 +1,255 @@
+//! `RpcEnvConfig`: how an RpcEnv is created (Spark's `RpcEnvConfig` and the
+//! `spark.rpc.*` keys), from code, a TOML file (`[rpc]` and `[transport]`
+//! tables) and environment variables (`RPC_` + key in upper case).
+//!
+//! | key (`[rpc]`) | env | default | Spark |
+//! | --- | --- | --- | --- |
+//! | `name` | `RPC_NAME` | `rpc` | `RpcEnv` name |
+//! | `bind_address` | `RPC_BIND_ADDRESS` | none: client mode | `spark.driver.bindAddress` + port |
+//! | `advertise_host` | `RPC_ADVERTISE_HOST` | the bound IP | `spark.driver.host` |
+//! | `dispatcher_threads` | `RPC_DISPATCHER_THREADS` | 0 = max(2, cores) | `spark.rpc.netty.dispatcher.numThreads` |
+//! | `ask_timeout_ms` | `RPC_ASK_TIMEOUT_MS` | 120000 | `spark.rpc.askTimeout` |
+//!
+//! The `[transport]` keys are those of [`TransportConf`], `io_mode` among them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use transport::{ConfError, TransportConf};
+
+/// Settings of one RpcEnv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcEnvConfig {
+    /// A name for logs and thread names.
+    pub name: String,
+    /// Where to listen (port 0 picks one); `None` for a client-mode RpcEnv that
+    /// only connects out (Spark's `clientMode`).
+    pub bind_address: Option<SocketAddr>,
+    /// The host others reach this RpcEnv at; defaults to the bound IP.
+    pub advertise_host: Option<String>,
+    /// Threads of the shared MessageLoop; 0 picks max(2, cores).
+    pub dispatcher_threads: usize,
+    /// Default ask timeout, in milliseconds.
+    pub ask_timeout_ms: u64,
+    /// The transport below, and its IO mode.
+    pub transport: TransportConf,
+}
+
+const KEYS: [&str; 5] = [
+    "name",
+    "bind_address",
+    "advertise_host",
+    "dispatcher_threads",
+    "ask_timeout_ms",
+];
+
+impl Default for RpcEnvConfig {
+    fn default() -> Self {
+        Self {
+            name: "rpc".into(),
+            bind_address: None,
+            advertise_host: None,
+            dispatcher_threads: 0,
+            ask_timeout_ms: 120_000,
+            transport: TransportConf::default(),
+        }
+    }
+}
+
+fn invalid(key: &str, value: &str, allowed: &str) -> ConfError {
+    ConfError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        allowed: allowed.into(),
+    }
+}
+
+impl RpcEnvConfig {
+    /// A server-mode config listening on `bind_address`.
+    pub fn server(name: impl Into<String>, bind_address: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            bind_address: Some(bind_address),
+            ..Self::default()
+        }
+    }
+
+    /// A client-mode config: no listening socket.
+    pub fn client(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The default ask timeout as a [`Duration`].
+    pub fn ask_timeout(&self) -> Duration {
+        Duration::from_millis(self.ask_timeout_ms)
+    }
+
+    /// MessageLoop threads to run given `cores`: `dispatcher_threads`, or max(2, cores) when 0.
+    pub fn resolved_dispatcher_threads(&self, cores: usize) -> usize {
+        if self.dispatcher_threads > 0 {
+            self.dispatcher_threads
+        } else {
+            cores.max(2)
+        }
+    }
+
+    /// Sets an `[rpc]` key from text.
+    ///
+    /// # Errors
+    /// [`ConfError::UnknownKey`] or [`ConfError::InvalidValue`] naming key, value and what is allowed.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfError> {
+        match key {
+            "name" => self.name = value.to_string(),
+            "bind_address" if value.is_empty() => self.bind_address = None,
+            "bind_address" => {
+                self.bind_address = Some(value.parse().map_err(|_| {
+                    invalid(
+                        key,
+                        value,
+                        "ip:port such as 127.0.0.1:7077, or empty for client mode",
+                    )
+                })?)
+            }
+            "advertise_host" => self.advertise_host = (!value.is_empty()).then(|| value.to_string()),
+            "dispatcher_threads" => {
+                self.dispatcher_threads = value
+                    .parse()
+                    .map_err(|_| invalid(key, value, "a whole number >= 0"))?
+            }
+            "ask_timeout_ms" => {
+                self.ask_timeout_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| invalid(key, value, "milliseconds, >= 1"))?
+            }
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    key: key.into(),
+                    place: "the [rpc] table".into(),
+                    known: KEYS.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `[rpc]` and `[transport]` from a TOML document over the defaults.
+    ///
+    /// # Errors
+    /// [`ConfError`] for invalid TOML, unknown keys and bad values.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfError> {
+        let transport = TransportConf::from_toml_str(text)?;
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfError::File {
+            path: "<toml>".into(),
+            message: e.to_string(),
+        })?;
+        let mut conf = Self {
+            transport,
+            ..Self::default()
+        };
+        if let Some(table) = doc.get("rpc").and_then(toml::Value::as_table) {
+            for (key, value) in table {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                conf.set(key, &text)?;
+            }
+        }
+        Ok(conf)
+    }
+
+    /// Reads a TOML file; see [`from_toml_str`](Self::from_toml_str).
+    ///
+    /// # Errors
+    /// [`ConfError::File`] when unreadable, and the errors of `from_toml_str`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Applies `RPC_<KEY>` overrides for the `[rpc]` and `[transport]` keys from `vars`.
+    ///
+    /// # Errors
+    /// [`ConfError::InvalidValue`] naming the variable.
+    pub fn apply_env_vars<I, K, V>(&mut self, vars: I) -> Result<(), ConfError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        self.transport.apply_env_vars(vars.iter().map(|(k, v)| (k, v)))?;
+        for (name, value) in &vars {
+            let Some(key) = name.strip_prefix(transport::ENV_PREFIX) else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if KEYS.contains(&key.as_str()) {
+                self.set(&key, value).map_err(|e| match e {
+                    ConfError::InvalidValue { value, allowed, .. } => ConfError::InvalidValue {
+                        key: name.clone(),
+                        value,
+                        allowed,
+                    },
+                    other => other,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies overrides from this process's environment.
+    ///
+    /// # Errors
+    /// As [`apply_env_vars`](Self::apply_env_vars).
+    pub fn apply_env(&mut self) -> Result<(), ConfError> {
+        self.apply_env_vars(std::env::vars())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_env() {
+        let mut c = RpcEnvConfig::from_toml_str(
+            "[rpc]\nname = \"master\"\nbind_address = \"127.0.0.1:0\"\ndispatcher_threads = 3\n\
+             [transport]\nio_mode = \"epoll\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.name, "master");
+        assert_eq!(c.dispatcher_threads, 3);
+        assert_eq!(c.transport.io_mode, transport::IoMode::Epoll);
+        c.apply_env_vars([("RPC_ASK_TIMEOUT_MS", "500"), ("RPC_SERVER_THREADS", "2")])
+            .unwrap();
+        assert_eq!(c.ask_timeout(), Duration::from_millis(500));
+        assert_eq!(c.transport.server_threads, 2);
+        assert_eq!(c.resolved_dispatcher_threads(8), 3);
+        assert_eq!(RpcEnvConfig::default().resolved_dispatcher_threads(1), 2);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = RpcEnvConfig::from_toml_str("[rpc]\nbind_address = \"nowhere\"\n").unwrap_err();
+        assert!(e.to_string().contains("bind_address") && e.to_string().contains("nowhere"));
+        let e = RpcEnvConfig::default()
+            .apply_env_vars([("RPC_ASK_TIMEOUT_MS", "0")])
+            .unwrap_err();
+        assert!(e.to_string().contains("RPC_ASK_TIMEOUT_MS"));
+        assert!(RpcEnvConfig::from_toml_str("[rpc]\nnam = 1\n").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! `RpcCallContext` (how an endpoint answers an ask) and `RpcSender` (who sent a message).
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use transport::TransportClient;
+
+use crate::address::RpcAddress;
+use crate::endpoint_ref::RpcEndpointRef;
+use crate::env::EnvInner;
+use crate::error::RpcError;
+use crate::message::RpcMessage;
+use crate::promise::Completer;
+
+/// Who sent a message: the sender RpcEnv's address (if it listens) and the
+/// connection the message came on (if remote).
+#[derive(Clone)]
+pub struct RpcSender {
+    pub(crate) address: Option<RpcAddress>,
+    pub(crate) connection: Option<TransportClient>,
+    pub(crate) env: Weak<EnvInner>,
+}
+
+impl RpcSender {
+    /// The sender RpcEnv's address; `None` for a client-mode RpcEnv.
+    pub fn address(&self) -> Option<&RpcAddress> {
+        self.address.as_ref()
+    }
+
+    /// Whether the message came from another process.
+    pub fn is_remote(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// A reference to endpoint `name` in the sender's RpcEnv. For a remote
+    /// sender it goes over the very connection the message came on, so it
+    /// reaches even a client-mode RpcEnv that has no address of its own
+    /// (Spark's reverse `TransportClient`). Its existence is not checked.
+    ///
+    /// # Errors
+    /// [`RpcError::EnvStopped`] if this RpcEnv is gone; [`RpcError::EndpointNotFound`]
+    /// or [`RpcError::TypeMismatch`] for a local sender's missing or differently typed endpoint.
+    pub fn endpoint_ref<M: RpcMessage, R: RpcMessage>(
+        &self,
+        name: &str,
+    ) -> Result<RpcEndpointRef<M, R>, RpcError> {
+        let env = self.env.upgrade().ok_or(RpcError::EnvStopped)?;
+        match &self.connection {
+            Some(conn) => Ok(RpcEndpointRef::over_connection(
+                &env,
+                name,
+                conn.clone(),
+                self.address.clone(),
+            )),
+            None => env.local_ref(name),
+        }
+    }
+}
+
+impl fmt::Display for RpcSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.address, &self.connection) {
+            (Some(a), _) => write!(f, "{a}"),
+            (None, Some(c)) => write!(f, "client {}", c.peer_addr()),
+            (None, None) => f.write_str("a local client"),
+        }
+    }
+}
+
+impl fmt::Debug for RpcSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RpcSender({self})")
+    }
+}
+
+/// Where an ask's answer goes.
+pub(crate) enum ReplyTo<R> {
+    /// A local asker: the value itself, never serialized.
+    Local(Completer<R>),
+    /// A remote asker: an RpcResponse or RpcFailure on its connection.
+    Remote {
+        client: TransportClient,
+        request_id: i64,
+    },
+}
+
+/// The handle to answer one ask (Spark's `RpcCallContext`). Answer once, with
+/// [`reply`](Self::reply) or [`send_failure`](Self::send_failure), from any
+/// thread; dropping it unanswered fails the ask with [`RpcError::NoReply`].
+pub struct RpcCallContext<R: RpcMessage> {
+    reply_to: Option<ReplyTo<R>>,
+    sender: RpcSender,
+    endpoint: Arc<str>,
+}
+
+impl<R: RpcMessage> fmt::Debug for RpcCallContext<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcCallContext")
+            .field("endpoint", &self.endpoint)
+            .field("sender", &self.sender)
+            .finish()
+    }
+}
+
+impl<R: RpcMessage> RpcCallContext<R> {
+    pub(crate) fn new(reply_to: ReplyTo<R>, sender: RpcSender, endpoint: Arc<str>) -> Self {
+        Self {
+            reply_to: Some(reply_to),
+            sender,
+            endpoint,
+        }
+    }
+
+    /// Who asked.
+    pub fn sender(&self) -> &RpcSender {
+        &self.sender
+    }
+
+    /// The sender RpcEnv's address (Spark's `senderAddress`); `None` for a client-mode sender.
+    pub fn sender_address(&self) -> Option<&RpcAddress> {
+        self.sender.address()
+    }
+
+    /// Answers with `reply`: handed over as is to a local asker, serialized
+    /// into an RpcResponse for a remote one. Delivery failures (the asker's
+    /// connection is gone) are logged; the asker sees them as a lost connection.
+    pub fn reply(mut self, reply: R) {
+        match self.reply_to.take() {
+            Some(ReplyTo::Local(c)) => {
+                c.complete(Ok(reply));
+            }
+            Some(ReplyTo::Remote { client, request_id }) => {
+                let sent = match reply.encode_into(Vec::new()) {
+                    Ok(bytes) => client.send_response(request_id, Bytes::from(bytes)),
+                    Err(e) => client.send_failure(request_id, &e.to_string()),
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, "could not deliver a reply");
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Fails the ask: the asker gets [`RpcError::RemoteFailure`] carrying `error`.
+    pub fn send_failure(mut self, error: impl fmt::Display) {
+        self.fail(error.to_string());
+    }
+
+    fn fail(&mut self, message: String) {
+        match self.reply_to.take() {
+            Some(ReplyTo::Local(c)) => {
+                c.complete(Err(RpcError::RemoteFailure { message }));
+            }
+            Some(ReplyTo::Remote { client, request_id }) => {
+                if let Err(e) = client.send_failure(request_id, &message) {
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, "could not deliver a failure");
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Fails the ask with a typed error (used by the Inbox for invalid messages and panics).
+    pub(crate) fn fail_with(mut self, error: RpcError) {
+        match self.reply_to.take() {
+            Some(ReplyTo::Local(c)) => {
+                c.complete(Err(error));
+            }
+            Some(other) => {
+                self.reply_to = Some(other);
+                self.fail(error.to_string());
+            }
+            None => {}
+        }
+    }
+}
+
+impl<R: RpcMessage> Drop for RpcCallContext<R> {
+    fn drop(&mut self) {
+        if self.reply_to.is_some() {
+            let error = if std::thread::panicking() {
+                RpcError::EndpointPanicked {
+                    name: self.endpoint.to_string(),
+                    message: "the handler panicked while processing this ask".into(),
+                }
+            } else {
+                RpcError::NoReply {
+                    name: self.endpoint.to_string(),
+                }
+            };
+            match self.reply_to.take() {
+                Some(ReplyTo::Local(c)) => {
+                    c.complete(Err(error));
+                }
+                Some(other) => {
+                    self.reply_to = Some(other);
+                    self.fail(error.to_string());
+                }
+                None => {}
+            }
+        }
+    }
+}

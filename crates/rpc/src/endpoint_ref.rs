@@ -1,0 +1,240 @@
+//! `RpcEndpointRef`: a typed handle to send to, or ask, an endpoint
+//! (Spark's `RpcEndpointRef` / `NettyRpcEndpointRef`).
+//!
+//! A reference is one of three routes, fixed when it is made:
+//! - **local**: the endpoint lives in this RpcEnv; messages are moved into its
+//!   inbox as values, never serialized, never near a socket;
+//! - **remote**: the endpoint lives in the RpcEnv at an address; messages are
+//!   encoded (envelope + rkyv archive) and go through that address's `Outbox`;
+//! - **connection**: the endpoint lives in the process at the other end of a
+//!   connection that reached us (possibly a client-mode RpcEnv with no address).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use transport::{RpcResponseCallback, TransportClient, TransportError};
+
+use crate::address::RpcAddress;
+use crate::context::{ReplyTo, RpcCallContext, RpcSender};
+use crate::env::EnvInner;
+use crate::envelope;
+use crate::error::RpcError;
+use crate::inbox::{Content, InboxMessage, LocalTarget};
+use crate::message::RpcMessage;
+use crate::outbox::{Outbox, OutboxMessage, connect_error};
+use crate::promise::{AskFuture, Completer, pending};
+
+enum Route<M, R: RpcMessage> {
+    Local(Arc<dyn LocalTarget<M, R>>),
+    Remote(Arc<Outbox>),
+    Connection(TransportClient),
+}
+
+struct Inner<M, R: RpcMessage> {
+    name: String,
+    address: Option<RpcAddress>,
+    route: Route<M, R>,
+    env: Arc<EnvInner>,
+}
+
+/// A reference to endpoint `name`, taking messages `M` and answering asks with `R`.
+/// Cheap to clone; `Send + Sync`.
+pub struct RpcEndpointRef<M: RpcMessage, R: RpcMessage> {
+    inner: Arc<Inner<M, R>>,
+    _types: PhantomData<fn(M) -> R>,
+}
+
+impl<M: RpcMessage, R: RpcMessage> Clone for RpcEndpointRef<M, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<M: RpcMessage, R: RpcMessage> std::fmt::Debug for RpcEndpointRef<M, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let route = match &self.inner.route {
+            Route::Local(_) => "local",
+            Route::Remote(_) => "remote",
+            Route::Connection(_) => "connection",
+        };
+        f.debug_struct("RpcEndpointRef")
+            .field("name", &self.inner.name)
+            .field("address", &self.inner.address)
+            .field("route", &route)
+            .finish()
+    }
+}
+
+impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
+    fn make(env: &Arc<EnvInner>, name: &str, address: Option<RpcAddress>, route: Route<M, R>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                address,
+                route,
+                env: env.clone(),
+            }),
+            _types: PhantomData,
+        }
+    }
+
+    pub(crate) fn local(env: &Arc<EnvInner>, name: &str, target: Arc<dyn LocalTarget<M, R>>) -> Self {
+        Self::make(env, name, env.address.clone(), Route::Local(target))
+    }
+
+    pub(crate) fn remote(env: &Arc<EnvInner>, name: &str, outbox: Arc<Outbox>) -> Self {
+        let address = Some(outbox.address().clone());
+        Self::make(env, name, address, Route::Remote(outbox))
+    }
+
+    pub(crate) fn over_connection(
+        env: &Arc<EnvInner>,
+        name: &str,
+        conn: TransportClient,
+        address: Option<RpcAddress>,
+    ) -> Self {
+        Self::make(env, name, address, Route::Connection(conn))
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The address of the RpcEnv the endpoint lives in; `None` for a
+    /// client-mode RpcEnv reached over its connection, or a local endpoint of a client-mode env.
+    pub fn address(&self) -> Option<&RpcAddress> {
+        self.inner.address.as_ref()
+    }
+
+    /// Whether the endpoint lives in this process's RpcEnv (messages are not serialized).
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.route, Route::Local(_))
+    }
+
+    fn sender(&self) -> RpcSender {
+        RpcSender {
+            address: self.inner.env.address.clone(),
+            connection: None,
+            env: Arc::downgrade(&self.inner.env),
+        }
+    }
+
+    fn encode(&self, msg: &M) -> Result<Bytes, RpcError> {
+        envelope::encode(self.inner.env.address.as_ref(), &self.inner.name, msg)
+    }
+
+    /// Sends a one-way message (Spark's `send`): handled by the endpoint's
+    /// `receive`. Returns once the message is queued.
+    ///
+    /// # Errors
+    /// [`RpcError::EnvStopped`]; [`RpcError::EndpointStopped`] for a stopped
+    /// local endpoint; [`RpcError::Serialize`]; a transport error when the
+    /// connection of a connection route is closed. A remote message whose
+    /// destination turns out unreachable is logged, as Spark does.
+    pub fn send(&self, msg: M) -> Result<(), RpcError> {
+        self.inner.env.check_running()?;
+        match &self.inner.route {
+            Route::Local(target) => target.post(InboxMessage::OneWay {
+                content: Content::Local(msg),
+                sender: self.sender(),
+            }),
+            Route::Remote(outbox) => {
+                outbox.send(OutboxMessage::OneWay(self.encode(&msg)?));
+                Ok(())
+            }
+            Route::Connection(conn) => conn
+                .send_one_way(self.encode(&msg)?)
+                .map_err(RpcError::from_transport),
+        }
+    }
+
+    /// Asks with the RpcEnv's default timeout (`ask_timeout_ms`); see [`ask_with_timeout`](Self::ask_with_timeout).
+    pub fn ask(&self, msg: M) -> AskFuture<R> {
+        self.ask_with_timeout(msg, self.inner.env.ask_timeout())
+    }
+
+    /// Asks: the endpoint's `receive_and_reply` answers (Spark's `ask`). The
+    /// future resolves to the reply, or fails with [`RpcError::AskTimeout`]
+    /// after `timeout`, [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
+    /// at once when the connection drops, or the errors of [`send`](Self::send).
+    pub fn ask_with_timeout(&self, msg: M, timeout: Duration) -> AskFuture<R> {
+        if let Err(e) = self.inner.env.check_running() {
+            return AskFuture::failed(e);
+        }
+        let (completer, future) = pending::<R>();
+        let endpoint = self.inner.name.clone();
+        let timeout_ms = timeout.as_millis() as u64;
+        completer.arm_timeout(&self.inner.env.timeouts, Instant::now() + timeout, move || {
+            RpcError::AskTimeout {
+                endpoint,
+                timeout,
+                timeout_ms,
+            }
+        });
+        match &self.inner.route {
+            Route::Local(target) => {
+                let ctx = RpcCallContext::new(
+                    ReplyTo::Local(completer.clone()),
+                    self.sender(),
+                    target.name().into(),
+                );
+                if let Err(e) = target.post(InboxMessage::Rpc {
+                    content: Content::Local(msg),
+                    ctx,
+                }) {
+                    completer.complete(Err(e));
+                }
+            }
+            Route::Remote(outbox) => match self.encode(&msg) {
+                Ok(body) => {
+                    let cb = self.response_callback(completer, Some(outbox.address().clone()));
+                    outbox.send(OutboxMessage::Rpc(body, cb));
+                }
+                Err(e) => drop(completer.complete(Err(e))),
+            },
+            Route::Connection(conn) => match self.encode(&msg) {
+                Ok(body) => {
+                    let cb = self.response_callback(completer, None);
+                    if let Err((e, cb)) = conn.send_rpc_boxed(body, cb) {
+                        cb(Err(e));
+                    }
+                }
+                Err(e) => drop(completer.complete(Err(e))),
+            },
+        }
+        future
+    }
+
+    /// Asks and blocks the calling thread for the answer (Spark's `askSync`).
+    /// Do not call from an endpoint's handler for an endpoint of the same
+    /// thread-safe loop, nor from a transport event-loop thread.
+    ///
+    /// # Errors
+    /// As [`ask_with_timeout`](Self::ask_with_timeout).
+    pub fn ask_sync(&self, msg: M) -> Result<R, RpcError> {
+        self.ask(msg).wait()
+    }
+
+    /// The callback completing an ask from its RpcResponse: validates the
+    /// reply in place and deserializes it into an `R`, on the transport's event-loop thread.
+    fn response_callback(&self, completer: Completer<R>, address: Option<RpcAddress>) -> RpcResponseCallback {
+        let env = self.inner.env.clone();
+        Box::new(move |result: Result<Bytes, TransportError>| {
+            let outcome = match result {
+                Ok(bytes) => R::access(&bytes).and_then(R::deserialize),
+                Err(_) if env.is_stopped() => Err(RpcError::EnvStopped),
+                Err(e) => Err(match &address {
+                    Some(a) => connect_error(a, e),
+                    None => RpcError::from_transport(e),
+                }),
+            };
+            completer.complete(outcome);
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! `RpcHandler`: the transport handler of an RpcEnv (Spark's `NettyRpcHandler`):
+//! parses each request's envelope in place and posts it to the Dispatcher;
+//! turns connection events into `on_connected` / `on_disconnected` /
+//! `on_network_error` for every endpoint.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use transport::{ConnectionId, TransportClient, TransportError, TransportHandler};
+
+use crate::address::RpcAddress;
+use crate::context::RpcSender;
+use crate::dispatcher::Dispatcher;
+use crate::env::EnvInner;
+use crate::envelope;
+use crate::error::RpcError;
+use crate::inbox::SystemEvent;
+
+pub(crate) struct RpcHandler {
+    pub(crate) env: OnceLock<Weak<EnvInner>>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) local_address: OnceLock<String>,
+    /// The advertised RpcEnv address of each connection's peer, once a message told us.
+    remote_addresses: Mutex<HashMap<ConnectionId, RpcAddress>>,
+}
+
+impl RpcHandler {
+    pub(crate) fn new(dispatcher: Arc<Dispatcher>) -> Self {
+        Self {
+            env: OnceLock::new(),
+            dispatcher,
+            local_address: OnceLock::new(),
+            remote_addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sender(&self, client: &TransportClient, address: Option<RpcAddress>) -> RpcSender {
+        RpcSender {
+            address,
+            connection: Some(client.clone()),
+            env: self.env.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Records the peer's RpcEnv address the first time a message carries it,
+    /// and tells every endpoint (Spark posts `RemoteProcessConnected` then too).
+    fn track(&self, client: &TransportClient, sender: Option<&RpcAddress>) {
+        let Some(addr) = sender else { return };
+        let mut map = self.remote_addresses.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(&client.id()) {
+            return;
+        }
+        map.insert(client.id(), addr.clone());
+        drop(map);
+        self.dispatcher.post_to_all(SystemEvent::Connected(addr.clone()));
+    }
+
+    fn post(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) -> Result<(), RpcError> {
+        let env = envelope::parse(body)?;
+        self.track(client, env.sender.as_ref());
+        let sender = self.sender(client, env.sender.clone());
+        let local = self.local_address.get().map_or("this RpcEnv", String::as_str);
+        self.dispatcher
+            .post_remote_message(env, reply.map(|id| (client.clone(), id)), sender, local)
+    }
+}
+
+impl TransportHandler for RpcHandler {
+    fn receive_rpc(&self, client: &TransportClient, request_id: i64, body: Bytes) {
+        if let Err(e) = self.post(client, body, Some(request_id)) {
+            let _ = client.send_failure(request_id, &e.to_string());
+        }
+    }
+
+    fn receive_one_way(&self, client: &TransportClient, body: Bytes) {
+        if let Err(e) = self.post(client, body, None) {
+            tracing::warn!(peer = %client.peer_addr(), error = %e, "dropping a one-way message");
+        }
+    }
+
+    fn channel_active(&self, client: &TransportClient) {
+        self.dispatcher
+            .post_to_all(SystemEvent::Connected(client.peer_addr().into()));
+    }
+
+    fn channel_inactive(&self, client: &TransportClient) {
+        self.dispatcher
+            .post_to_all(SystemEvent::Disconnected(client.peer_addr().into()));
+        let known = self
+            .remote_addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.id());
+        if let Some(addr) = known {
+            self.dispatcher.post_to_all(SystemEvent::Disconnected(addr));
+        }
+    }
+
+    fn exception_caught(&self, client: &TransportClient, error: &TransportError) {
+        tracing::warn!(peer = %client.peer_addr(), %error, "connection failed");
+        let error = RpcError::from_transport(error.clone());
+        self.dispatcher.post_to_all(SystemEvent::NetworkError(
+            error.clone(),
+            client.peer_addr().into(),
+        ));
+        let known = self
+            .remote_addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&client.id())
+            .cloned();
+        if let Some(addr) = known {
+            self.dispatcher
+                .post_to_all(SystemEvent::NetworkError(error, addr));
+        }
+    }
+}

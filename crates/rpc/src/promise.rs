@@ -1,0 +1,196 @@
+//! The completion of one ask: a one-shot slot that a reply, a failure or a
+//! timeout fills first, awaited as a future ([`AskFuture`]) or blocked on
+//! (`ask_sync`). Runtime-agnostic: no executor or reactor is needed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::error::RpcError;
+use crate::timeout::{TimeoutScheduler, TimerKey};
+
+enum State<T> {
+    Pending(Option<Waker>),
+    Done(Result<T, RpcError>),
+    Taken,
+}
+
+pub(crate) struct Shared<T> {
+    state: Mutex<State<T>>,
+    cond: Condvar,
+    timer: Mutex<Option<(Arc<TimeoutScheduler>, TimerKey)>>,
+}
+
+/// The side that fills the slot. Cheap to clone; the first `complete` wins.
+pub(crate) struct Completer<T>(Arc<Shared<T>>);
+
+impl<T> Clone for Completer<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Completer<T> {
+    /// Fills the slot unless it is filled already; returns whether this call filled it.
+    pub(crate) fn complete(&self, result: Result<T, RpcError>) -> bool {
+        let waker = {
+            let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *st {
+                State::Pending(w) => {
+                    let w = w.take();
+                    *st = State::Done(result);
+                    w
+                }
+                _ => return false,
+            }
+        };
+        self.0.cond.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let Some((sched, key)) = self.0.timer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            sched.cancel(key);
+        }
+        true
+    }
+
+    /// Arms a timeout: at `deadline` the slot fails with `error()` unless filled
+    /// before; if the scheduler stops first, it fails with [`RpcError::EnvStopped`].
+    pub(crate) fn arm_timeout(
+        &self,
+        sched: &Arc<TimeoutScheduler>,
+        deadline: Instant,
+        error: impl FnOnce() -> RpcError + Send + 'static,
+    ) where
+        T: Send + 'static,
+    {
+        let me = self.clone();
+        let key = sched.schedule(
+            deadline,
+            Box::new(move |timed_out| {
+                me.complete(Err(if timed_out { error() } else { RpcError::EnvStopped }));
+            }),
+        );
+        let mut timer = self.0.timer.lock().unwrap_or_else(|e| e.into_inner());
+        // Completed while arming: cancel right away.
+        if matches!(
+            *self.0.state.lock().unwrap_or_else(|e| e.into_inner()),
+            State::Pending(_)
+        ) {
+            *timer = Some((sched.clone(), key));
+        } else {
+            sched.cancel(key);
+        }
+    }
+}
+
+/// The answer to an ask: `.await` it, or call [`wait`](Self::wait) to block.
+///
+/// Resolves to the reply, or to the first of: the remote failure, the
+/// connection loss, the timeout ([`RpcError::AskTimeout`]).
+#[must_use = "an ask's answer is only observed through its future"]
+pub struct AskFuture<T>(Arc<Shared<T>>);
+
+impl<T> std::fmt::Debug for AskFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AskFuture")
+    }
+}
+
+/// A new pending slot: the completer and the future.
+pub(crate) fn pending<T>() -> (Completer<T>, AskFuture<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::Pending(None)),
+        cond: Condvar::new(),
+        timer: Mutex::new(None),
+    });
+    (Completer(shared.clone()), AskFuture(shared))
+}
+
+impl<T> AskFuture<T> {
+    /// An already failed answer (used when an ask cannot even be sent).
+    pub(crate) fn failed(error: RpcError) -> Self {
+        let (c, f) = pending();
+        c.complete(Err(error));
+        f
+    }
+
+    /// Blocks the calling thread until the answer is there.
+    ///
+    /// # Errors
+    /// As the future: remote failure, connection lost, timeout, env stopped.
+    pub fn wait(self) -> Result<T, RpcError> {
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match std::mem::replace(&mut *st, State::Taken) {
+                State::Done(r) => return r,
+                pending @ State::Pending(_) => {
+                    *st = pending;
+                    st = self.0.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                State::Taken => unreachable!("the answer is taken only by this future"),
+            }
+        }
+    }
+}
+
+impl<T> Future for AskFuture<T> {
+    type Output = Result<T, RpcError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *st, State::Taken) {
+            State::Done(r) => Poll::Ready(r),
+            State::Pending(_) => {
+                *st = State::Pending(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            State::Taken => panic!("AskFuture polled after it completed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn first_completion_wins() {
+        let (c, f) = pending::<u32>();
+        assert!(c.complete(Ok(1)));
+        assert!(!c.complete(Ok(2)));
+        assert_eq!(f.wait().unwrap(), 1);
+    }
+
+    #[test]
+    fn wait_blocks_until_completed_from_another_thread() {
+        let (c, f) = pending::<u32>();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            c.complete(Ok(9));
+        });
+        assert_eq!(f.wait().unwrap(), 9);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn timeout_fails_a_pending_answer_and_is_cancelled_by_completion() {
+        let sched = TimeoutScheduler::start();
+        let (c, f) = pending::<u32>();
+        c.arm_timeout(&sched, Instant::now() + Duration::from_millis(10), || {
+            RpcError::EnvStopped
+        });
+        assert!(matches!(f.wait(), Err(RpcError::EnvStopped)));
+        let (c, f) = pending::<u32>();
+        c.arm_timeout(&sched, Instant::now() + Duration::from_secs(60), || {
+            RpcError::EnvStopped
+        });
+        c.complete(Ok(3));
+        assert_eq!(sched.len(), 0, "completion cancels the timer");
+        assert_eq!(f.wait().unwrap(), 3);
+        sched.stop();
+    }
+}

@@ -1,1 +1,0 @@
-//! The backend conformance suite (filled in with the first backend).

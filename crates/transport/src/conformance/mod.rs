@@ -1,0 +1,96 @@
+//! The backend conformance suite: generic tests of the [`Transport`] contract
+//! over real loopback sockets, written once and run by every backend.
+//!
+//! Each case is a public function taking a [`TransportFactory`], which builds
+//! a fresh backend from a [`TransportConf`] (so a case can set, say,
+//! `max_frame_size` or the thread counts). A case binds its servers to
+//! `127.0.0.1:0`, bounds every wait by a few seconds (a broken backend fails a
+//! case instead of hanging it) and panics with what it saw and what it
+//! expected. Cases use raw [`std::net::TcpStream`]s where they need to send
+//! bytes no well-behaved peer would send.
+//!
+//! A backend runs the whole suite from one file in its `tests/` directory:
+//!
+//! ```ignore
+//! // crates/transport-epoll/tests/conformance.rs
+//! transport::conformance_suite!(|conf| std::sync::Arc::new(transport_epoll::EpollTransport::new(conf).unwrap()));
+//! ```
+//!
+//! The configuration handed to the factory keeps the default `io_mode`
+//! ([`IoMode::Auto`](crate::IoMode::Auto)); a factory may set the mode its
+//! backend runs. The cases, by theme:
+//!
+//! - [`rpc`]: request/response matching, ordering, many connections, the
+//!   server sending to the client, 1 MiB frames;
+//! - [`lifecycle`]: channel events, closing, shutdown, connection refused,
+//!   the IO mode and pooled reads;
+//! - [`faults`]: peers closing mid-frame, undecodable input, frames over the
+//!   size limit.
+
+use std::sync::Arc;
+
+use crate::{Transport, TransportConf};
+
+mod support;
+
+pub mod faults;
+pub mod lifecycle;
+pub mod rpc;
+
+pub use faults::{
+    bad_input_closes_only_that_connection, oversized_send_fails_without_closing, peer_closing_mid_frame,
+};
+pub use lifecycle::{
+    channel_events_once_per_connection, connect_refused_fails_promptly, decode_error_on_client_is_reported,
+    io_mode_and_pooled_reads, outstanding_rpcs_fail_when_server_closes,
+    outstanding_rpcs_fail_when_server_closes_connection, server_close_stops_accepting,
+    shutdown_fails_outstanding_rpcs,
+};
+pub use rpc::{
+    frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
+    rpc_responses_match_requests, server_sends_to_client,
+};
+
+/// Builds a fresh backend from a configuration. Every case calls it at least
+/// once and shuts down what it built.
+pub type TransportFactory = dyn Fn(TransportConf) -> Arc<dyn Transport>;
+
+/// Expands to one `#[test]` per conformance case, each building its
+/// transports with the given factory expression (a closure or function taking
+/// a [`TransportConf`] and returning an `Arc` of the backend).
+///
+/// ```ignore
+/// transport::conformance_suite!(|conf| std::sync::Arc::new(transport_epoll::EpollTransport::new(conf).unwrap()));
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_suite!(@cases $factory;
+            rpc_responses_match_requests,
+            frames_keep_order_per_connection,
+            many_connections_concurrently,
+            server_sends_to_client,
+            large_frames_intact,
+            channel_events_once_per_connection,
+            outstanding_rpcs_fail_when_server_closes_connection,
+            outstanding_rpcs_fail_when_server_closes,
+            decode_error_on_client_is_reported,
+            connect_refused_fails_promptly,
+            shutdown_fails_outstanding_rpcs,
+            server_close_stops_accepting,
+            io_mode_and_pooled_reads,
+            peer_closing_mid_frame,
+            bad_input_closes_only_that_connection,
+            oversized_send_fails_without_closing,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let factory: &$crate::conformance::TransportFactory = &$factory;
+                $crate::conformance::$case(factory);
+            }
+        )*
+    };
+}
