@@ -186,7 +186,7 @@ impl Transport for EpollTransport {
         let local_addr = std_listener
             .local_addr()
             .map_err(|e| TransportError::io("bind", addr, &e))?;
-        let server = EpollServer::new(local_addr);
+        let server = EpollServer::new(local_addr, group.clone());
         let accept_handle = group.next().clone();
         let listener = {
             let _in_runtime = accept_handle.enter();
@@ -217,7 +217,10 @@ impl Transport for EpollTransport {
                 }
             });
         };
-        let task = accept_handle.spawn(server::accept_loop(listener, self.ids.clone(), serve));
+        let (closed_tx, closed_rx) = mpsc::sync_channel(1);
+        *server.listener_closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(closed_rx);
+        let signal = server::ClosedSignal(closed_tx);
+        let task = accept_handle.spawn(server::accept_loop(listener, self.ids.clone(), serve, signal));
         *server.accept.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         self.servers
             .lock()

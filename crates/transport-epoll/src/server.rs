@@ -13,20 +13,27 @@ use tokio::task::AbortHandle;
 use transport::{ConnectionId, TransportServer};
 
 use crate::connection::Registry;
+use crate::event_loop::EventLoopGroup;
 
 /// A bound server; closing it stops accepting and closes what it accepted.
 pub(crate) struct EpollServer {
     pub(crate) local_addr: SocketAddr,
     pub(crate) accept: Mutex<Option<AbortHandle>>,
+    /// Receives once the accept task, and with it the listening socket, is dropped.
+    pub(crate) listener_closed: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The loops the accept task may run on (close cannot wait for it from there).
+    pub(crate) group: Arc<EventLoopGroup>,
     pub(crate) connections: Registry,
     pub(crate) closed: AtomicBool,
 }
 
 impl EpollServer {
-    pub(crate) fn new(local_addr: SocketAddr) -> Arc<Self> {
+    pub(crate) fn new(local_addr: SocketAddr, group: Arc<EventLoopGroup>) -> Arc<Self> {
         Arc::new(Self {
             local_addr,
             accept: Mutex::new(None),
+            listener_closed: Mutex::new(None),
+            group,
             connections: Arc::new(Mutex::new(HashMap::new())),
             closed: AtomicBool::new(false),
         })
@@ -54,6 +61,18 @@ impl EpollServer {
         if let Some(accept) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {
             accept.abort();
         }
+        // Wait until the listening socket is really closed, so that the port
+        // refuses connections once `close` returns (as Spark's TransportServer.close does).
+        let on_accept_thread = self.group.is_loop_thread();
+        if let Some(closed) = self
+            .listener_closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            && !on_accept_thread
+        {
+            let _ = closed.recv_timeout(Duration::from_secs(5));
+        }
         let conns: Vec<_> = self
             .connections
             .lock()
@@ -67,12 +86,26 @@ impl EpollServer {
     }
 }
 
+/// Signals when dropped, together with the listener it travels with.
+pub(crate) struct ClosedSignal(pub(crate) std::sync::mpsc::SyncSender<()>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
 /// Accepts until aborted; `serve` starts each accepted stream on an event loop.
+/// `closed` fires after the listener is dropped.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     ids: Arc<AtomicU64>,
     mut serve: impl FnMut(ConnectionId, tokio::net::TcpStream),
+    closed: ClosedSignal,
 ) {
+    // Dropped in declaration order reversed: the listener first, then the signal.
+    let _closed = closed;
+    let listener = listener;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => serve(ConnectionId(ids.fetch_add(1, Ordering::Relaxed)), stream),

@@ -1,23 +1,4 @@
 //! `IoMode` and `TransportConf`: which backend runs, and how.
-//!
-//! Mirrors Spark's `TransportConf` and the `spark.rpc.io.*` keys. A
-//! configuration starts from [`TransportConf::default`], is read from the
-//! `[transport]` table of a TOML file, then overridden by environment
-//! variables (`RPC_` + the key in upper case, e.g. `RPC_IO_MODE=epoll`), then
-//! by code (the fields are public). [`TransportConf::validate`] checks it.
-//!
-//! | key | env | default | Spark |
-//! | --- | --- | --- | --- |
-//! | `io_mode` | `RPC_IO_MODE` | `auto` | `spark.rpc.io.mode` |
-//! | `server_threads` | `RPC_SERVER_THREADS` | 0 = cores, at most 8 | `spark.rpc.io.serverThreads` |
-//! | `client_threads` | `RPC_CLIENT_THREADS` | 0 = cores, at most 8 | `spark.rpc.io.clientThreads` |
-//! | `connections_per_peer` | `RPC_CONNECTIONS_PER_PEER` | 1 | `spark.rpc.io.numConnectionsPerPeer` |
-//! | `max_frame_size` | `RPC_MAX_FRAME_SIZE` | 134217728 (128 MiB) | `spark.rpc.message.maxSize` |
-//! | `connect_timeout_ms` | `RPC_CONNECT_TIMEOUT_MS` | 120000 | `spark.rpc.io.connectionCreationTimeout` |
-//! | `send_buffer_bytes` | `RPC_SEND_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.sendBuffer` |
-//! | `receive_buffer_bytes` | `RPC_RECEIVE_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.receiveBuffer` |
-//! | `tcp_nodelay` | `RPC_TCP_NODELAY` | true | (always on in Spark) |
-//! | `pool_max_bytes` | `RPC_POOL_MAX_BYTES` | 67108864 (64 MiB) | (Netty allocator arenas) |
 
 use std::fmt;
 use std::path::Path;
@@ -108,7 +89,26 @@ pub enum ConfError {
     },
 }
 
-/// Transport settings (Spark's `TransportConf`). See the [module docs](self) for keys and defaults.
+/// Transport settings (Spark's `TransportConf`).
+///
+/// Mirrors Spark's `TransportConf` and the `spark.rpc.io.*` keys. A
+/// configuration starts from [`TransportConf::default`], is read from the
+/// `[transport]` table of a TOML file, then overridden by environment
+/// variables (`RPC_` + the key in upper case, e.g. `RPC_IO_MODE=epoll`), then
+/// by code (the fields are public). [`TransportConf::validate`] checks it.
+///
+/// | key | env | default | Spark |
+/// | --- | --- | --- | --- |
+/// | `io_mode` | `RPC_IO_MODE` | `auto` | `spark.rpc.io.mode` |
+/// | `server_threads` | `RPC_SERVER_THREADS` | 0 = cores, at most 8 | `spark.rpc.io.serverThreads` |
+/// | `client_threads` | `RPC_CLIENT_THREADS` | 0 = cores, at most 8 | `spark.rpc.io.clientThreads` |
+/// | `connections_per_peer` | `RPC_CONNECTIONS_PER_PEER` | 1 | `spark.rpc.io.numConnectionsPerPeer` |
+/// | `max_frame_size` | `RPC_MAX_FRAME_SIZE` | 134217728 (128 MiB) | `spark.rpc.message.maxSize` |
+/// | `connect_timeout_ms` | `RPC_CONNECT_TIMEOUT_MS` | 120000 | `spark.rpc.io.connectionCreationTimeout` |
+/// | `send_buffer_bytes` | `RPC_SEND_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.sendBuffer` |
+/// | `receive_buffer_bytes` | `RPC_RECEIVE_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.receiveBuffer` |
+/// | `tcp_nodelay` | `RPC_TCP_NODELAY` | true | (always on in Spark) |
+/// | `pool_max_bytes` | `RPC_POOL_MAX_BYTES` | 67108864 (64 MiB) | (Netty allocator arenas) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConf {
     /// Which backend runs.

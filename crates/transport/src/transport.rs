@@ -1,37 +1,4 @@
 //! The `Transport` trait: the contract every backend keeps.
-//!
-//! # What a backend must guarantee
-//!
-//! A backend (`transport-epoll`, `transport-uring`) moves Spark network-common
-//! frames over TCP. Whatever its IO model, it must:
-//!
-//! 1. **Frames.** Decode every connection's byte stream with
-//!    [`FrameDecoder`](crate::FrameDecoder) and pass each frame, in arrival
-//!    order, to [`TransportClient::handle_frame`] on the connection's
-//!    event-loop thread. Write frames with [`WriteQueue`](crate::WriteQueue) in
-//!    the order [`FrameSink::send`](crate::FrameSink::send) queued them, never
-//!    interleaving two frames' bytes.
-//! 2. **Events.** Call [`TransportHandler::channel_active`] once when a
-//!    connection is established (before any of its frames), and
-//!    [`TransportHandler::channel_inactive`] once when it ends, for any reason,
-//!    after the sink refuses sends and after [`TransportClient::connection_closed`]
-//!    has failed the outstanding RPCs. A read or write error, or a decode
-//!    error, is first reported with [`TransportHandler::exception_caught`], and
-//!    closes that connection only.
-//! 3. **Threads.** Run every handler call and response callback of one
-//!    connection on one event-loop thread, one at a time. Never block in
-//!    [`FrameSink::send`](crate::FrameSink::send); it may be called from any
-//!    thread, including from inside a handler.
-//! 4. **Buffers.** Read into buffers from [`Transport::pool`]; hand bodies to
-//!    the handler as slices of those buffers, not copies.
-//! 5. **Limits.** Refuse a frame whose length exceeds `max_frame_size` before
-//!    buffering its body (the decoder does this) and close the connection.
-//! 6. **Shutdown.** [`Transport::shutdown`] closes every server and
-//!    connection, fails outstanding RPCs, and joins the event-loop threads; no
-//!    file descriptor stays open.
-//!
-//! `transport::conformance` (feature `conformance`) tests these points over
-//! real loopback sockets; every backend runs it from its `tests/`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,7 +48,40 @@ pub trait TransportServer: Send + Sync {
 
 /// A transport backend: servers, outgoing connections and their event loops
 /// (Spark's `TransportContext` with its `TransportServer`s and
-/// `TransportClientFactory`). See the [module docs](self) for the contract.
+/// `TransportClientFactory`).
+///
+/// # What a backend must guarantee
+///
+/// A backend (`transport-epoll`, `transport-uring`) moves Spark network-common
+/// frames over TCP. Whatever its IO model, it must:
+///
+/// 1. **Frames.** Decode every connection's byte stream with
+///    [`FrameDecoder`](crate::FrameDecoder) and pass each frame, in arrival
+///    order, to [`TransportClient::handle_frame`] on the connection's
+///    event-loop thread. Write frames with [`WriteQueue`](crate::WriteQueue) in
+///    the order [`FrameSink::send`](crate::FrameSink::send) queued them, never
+///    interleaving two frames' bytes.
+/// 2. **Events.** Call [`TransportHandler::channel_active`] once when a
+///    connection is established (before any of its frames), and
+///    [`TransportHandler::channel_inactive`] once when it ends, for any reason,
+///    after the sink refuses sends and after [`TransportClient::connection_closed`]
+///    has failed the outstanding RPCs. A read or write error, or a decode
+///    error, is first reported with [`TransportHandler::exception_caught`], and
+///    closes that connection only.
+/// 3. **Threads.** Run every handler call and response callback of one
+///    connection on one event-loop thread, one at a time. Never block in
+///    [`FrameSink::send`](crate::FrameSink::send); it may be called from any
+///    thread, including from inside a handler.
+/// 4. **Buffers.** Read into buffers from [`Transport::pool`]; hand bodies to
+///    the handler as slices of those buffers, not copies.
+/// 5. **Limits.** Refuse a frame whose length exceeds `max_frame_size` before
+///    buffering its body (the decoder does this) and close the connection.
+/// 6. **Shutdown.** [`Transport::shutdown`] closes every server and
+///    connection, fails outstanding RPCs, and joins the event-loop threads; no
+///    file descriptor stays open.
+///
+/// `transport::conformance` (feature `conformance`) tests these points over
+/// real loopback sockets; every backend runs it from its `tests/`.
 pub trait Transport: Send + Sync + 'static {
     /// The IO mode that runs: never [`IoMode::Auto`].
     fn io_mode(&self) -> IoMode;
