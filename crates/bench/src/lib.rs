@@ -1,2 +1,36 @@
-//! in progress
-#![allow(missing_docs)]
+//! `rpc-bench`: measures the Spark-style RPC transports against a minimal tokio
+//! echo of the same frames, closed loop, with HdrHistogram latencies.
+//!
+//! - [`workload`]: sizes, concurrency and the default matrix; [`run`]: one run;
+//! - [`transport_load`]: load over the `Transport` trait (`--io-mode`), chosen by [`backend`];
+//! - [`raw_tokio`] with [`raw_frames`]: the `raw-tokio` baseline, the bar for what the layer costs;
+//! - [`measure`]: phases and latency recording shared by both; [`record`]: the JSON record;
+//! - [`host`]: machine, CPU placement and git revision; [`matrix`] and [`table`]: the
+//!   interleaved, repeated matrix, its medians and its `results/` folder; [`cli`]: the command line.
+//!
+//! # Example
+//!
+//! ```
+//! use bench::workload::{Workload, format_bytes, parse_bytes};
+//!
+//! let w = Workload::echo(parse_bytes("4KiB").unwrap(), 1, 16);
+//! assert_eq!(w.to_string(), "4 KiB, 1 conn × 16 in flight");
+//! assert_eq!(format_bytes(w.payload * w.total_inflight()), "64 KiB");
+//! assert_eq!(Workload::default_matrix()[2], w);
+//! ```
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod host;
+pub mod matrix;
+pub mod measure;
+pub mod raw_frames;
+pub mod raw_tokio;
+pub mod record;
+pub mod run;
+pub mod table;
+pub mod transport_load;
+pub mod workload;
+
+pub use error::BenchError;

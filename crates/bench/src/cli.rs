@@ -1,0 +1,244 @@
+//! The command line of `rpc-bench`: `run` (one run) and `matrix` (the default;
+//! also what `rpc-bench` with no subcommand does).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use transport::IoMode;
+
+use crate::error::BenchError;
+use crate::host::Environment;
+use crate::matrix::{MatrixSpec, run_matrix};
+use crate::run::{Level, RunSpec, run};
+use crate::workload::{System, Workload, parse_bytes, parse_count, parse_seconds};
+
+/// Benchmarks the Spark-style RPC transports against a minimal tokio echo.
+///
+/// With no subcommand it runs the default matrix (same as `rpc-bench matrix`).
+#[derive(Debug, Parser)]
+#[command(name = "rpc-bench", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; the matrix when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Matrix options, when no subcommand is given.
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One run: one system, one workload.
+    Run(RunArgs),
+    /// The default matrix of workloads on every system, repeated and interleaved.
+    Matrix(MatrixArgs),
+}
+
+/// The baselines that are not a transport backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    /// A minimal hand-written tokio echo of the same frames.
+    RawTokio,
+}
+
+/// Options of `rpc-bench run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Layer to load.
+    #[arg(long, value_enum, default_value_t = Level::Transport)]
+    pub level: Level,
+    /// Transport backend: epoll, io_uring or auto (auto picks epoll for now) [default: auto].
+    #[arg(long, conflicts_with = "baseline")]
+    pub io_mode: Option<IoMode>,
+    /// Run a baseline instead of a transport backend.
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Request body size in bytes (suffixes KiB, MiB allowed).
+    #[arg(long, default_value = "64", value_parser = parse_bytes)]
+    pub payload: usize,
+    /// Response body size in bytes [default: same as --payload].
+    #[arg(long, value_parser = parse_bytes)]
+    pub response: Option<usize>,
+    /// Connections.
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    pub conns: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    pub inflight: usize,
+    /// Measurement time, in seconds.
+    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    pub duration: f64,
+    /// Warmup before measuring, in seconds.
+    #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
+    pub warmup: f64,
+    /// Print one JSON object on one line instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Server event-loop threads.
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    pub server_threads: usize,
+    /// Client event-loop threads.
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    pub client_threads: usize,
+}
+
+impl RunArgs {
+    /// The run these options describe.
+    pub fn spec(&self) -> RunSpec {
+        let system = match (self.baseline, self.io_mode) {
+            (Some(Baseline::RawTokio), _) => System::RawTokio,
+            (None, mode) => System::Transport(mode.unwrap_or(IoMode::Auto)),
+        };
+        RunSpec {
+            system,
+            level: self.level,
+            workload: Workload {
+                payload: self.payload,
+                response: self.response.unwrap_or(self.payload),
+                conns: self.conns,
+                inflight: self.inflight,
+            },
+            duration_s: self.duration,
+            warmup_s: self.warmup,
+            server_threads: self.server_threads,
+            client_threads: self.client_threads,
+        }
+    }
+}
+
+/// Options of `rpc-bench matrix`.
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// Measurement time per run, in seconds.
+    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    pub duration: f64,
+    /// Warmup per run, in seconds.
+    #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
+    pub warmup: f64,
+    /// Runs of each workload on each system; tables quote medians.
+    #[arg(long, default_value_t = 3, value_parser = parse_count)]
+    pub repeat: usize,
+    /// Parent folder of the results folder `<date>-<host>-<sha>`.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+    /// Systems to compare, comma-separated, in interleaving order.
+    #[arg(long, value_delimiter = ',', default_value = "epoll,raw-tokio")]
+    pub systems: Vec<System>,
+}
+
+impl MatrixArgs {
+    /// The matrix these options describe, over the default workloads.
+    pub fn spec(&self) -> MatrixSpec {
+        MatrixSpec {
+            workloads: Workload::default_matrix().to_vec(),
+            systems: self.systems.clone(),
+            repeat: self.repeat,
+            duration_s: self.duration,
+            warmup_s: self.warmup,
+            server_threads: 1,
+            client_threads: 1,
+            results_dir: self.results_dir.clone(),
+        }
+    }
+}
+
+/// Runs what `cli` asks; `command` is the command line, quoted in `summary.md`.
+/// Output goes to stdout: a record (JSON or a summary) or the matrix table.
+///
+/// # Errors
+/// Whatever the run or matrix fails with.
+pub fn execute(cli: Cli, command: &str) -> Result<(), BenchError> {
+    let env = Environment::detect();
+    match cli.command {
+        Some(Command::Run(args)) => {
+            let record = run(&args.spec(), &env)?;
+            if args.json {
+                println!("{}", record.to_json_line()?);
+            } else {
+                println!("{record}");
+            }
+        }
+        Some(Command::Matrix(args)) => matrix(&args, &env, command)?,
+        None => matrix(&cli.matrix, &env, command)?,
+    }
+    Ok(())
+}
+
+fn matrix(args: &MatrixArgs, env: &Environment, command: &str) -> Result<(), BenchError> {
+    let spec = args.spec();
+    let outcome = run_matrix(&spec, env, command)?;
+    println!("{}", outcome.summary.render_terminal());
+    println!(
+        "Medians of {} interleaved runs each; every run in {}",
+        spec.repeat,
+        outcome.dir.join("runs.jsonl").display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rpc-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_flags_make_a_spec() {
+        let cli = parse(&[
+            "run",
+            "--io-mode",
+            "epoll",
+            "--payload",
+            "4KiB",
+            "--inflight",
+            "16",
+        ])
+        .unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run")
+        };
+        let s = args.spec();
+        assert_eq!(s.system, System::Transport(IoMode::Epoll));
+        assert_eq!(s.workload, Workload::echo(4096, 1, 16));
+        assert_eq!(
+            (s.duration_s, s.warmup_s, s.server_threads, s.client_threads),
+            (2.0, 0.5, 1, 1)
+        );
+        let cli = parse(&["run", "--baseline", "raw-tokio", "--response", "1MiB"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.spec().system, System::RawTokio);
+        assert_eq!(
+            (args.spec().workload.payload, args.spec().workload.response),
+            (64, 1 << 20)
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(parse(&["run", "--io-mode", "epoll", "--baseline", "raw-tokio"]).is_err());
+        assert!(parse(&["run", "--io-mode", "kqueue"]).is_err());
+        assert!(parse(&["run", "--inflight", "0"]).is_err());
+        assert!(parse(&["run", "--duration", "-1"]).is_err());
+        assert!(parse(&["matrix", "--systems", "epoll,netty"]).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_is_the_matrix() {
+        let cli = parse(&[]).unwrap();
+        assert!(cli.command.is_none());
+        let spec = cli.matrix.spec();
+        assert_eq!((spec.repeat, spec.duration_s, spec.warmup_s), (3, 2.0, 0.5));
+        assert_eq!(
+            spec.systems,
+            vec![System::Transport(IoMode::Epoll), System::RawTokio]
+        );
+        assert_eq!(spec.results_dir, PathBuf::from("results"));
+        let cli = parse(&["--repeat", "1", "--systems", "raw-tokio"]).unwrap();
+        assert_eq!((cli.matrix.repeat, cli.matrix.systems.len()), (1, 1));
+    }
+}

@@ -1,0 +1,56 @@
+//! The bench's own failure modes.
+
+use std::path::PathBuf;
+
+use transport::TransportError;
+
+/// Why a run or a matrix failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The transport could not be built, bind or connect (e.g. `io_uring` has no backend yet).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A socket, runtime or thread operation of the bench itself failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A run finished without a single request completing while measuring.
+    #[error(
+        "no request completed during the {duration_s:.2} s measurement of {system} on {workload} \
+         ({errors} errors); run with RUST_LOG=debug to see why, or measure for longer"
+    )]
+    NoRequests {
+        /// The system that ran.
+        system: String,
+        /// The workload, described.
+        workload: String,
+        /// The measured time, in seconds.
+        duration_s: f64,
+        /// Failed requests.
+        errors: u64,
+    },
+    /// A results file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Results {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be serialized to JSON.
+    #[error("cannot serialize a record: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl BenchError {
+    /// Wraps an IO error of the bench's own sockets, runtimes and threads.
+    pub fn io(what: &'static str, source: std::io::Error) -> Self {
+        Self::Io { what, source }
+    }
+}

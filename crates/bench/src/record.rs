@@ -1,0 +1,256 @@
+//! The JSON record of one run: one line of `runs.jsonl`, or of `run --json`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BenchError;
+use crate::host::{CpuPlacement, Environment, Host};
+use crate::measure::Measurement;
+use crate::raw_frames::HEADER_LEN;
+use crate::run::{Level, RunSpec};
+use crate::workload::Workload;
+
+/// The result of one run, as written in JSON (one object per line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The system that ran: `epoll`, `raw-tokio` (later `io_uring`).
+    pub system: String,
+    /// The layer loaded: `transport`.
+    pub level: Level,
+    /// Request body size, in bytes.
+    pub payload: usize,
+    /// Response body size, in bytes.
+    pub response: usize,
+    /// Connections.
+    pub conns: usize,
+    /// Requests in flight per connection.
+    pub inflight: usize,
+    /// Measured length of the measurement phase, in seconds.
+    pub duration_s: f64,
+    /// Warmup asked for, in seconds.
+    pub warmup_s: f64,
+    /// Requests completed while measuring.
+    pub requests: u64,
+    /// Failed requests over the whole run (warmup, measurement and drain).
+    pub errors: u64,
+    /// Requests per second: `requests / duration_s`.
+    pub rps: f64,
+    /// Megabytes (10^6 bytes) per second moved both ways: request plus response
+    /// frames, their 21-byte headers included, times `rps`.
+    pub mb_per_s: f64,
+    /// Median latency, in µs.
+    pub p50_us: u64,
+    /// 90th percentile latency, in µs.
+    pub p90_us: u64,
+    /// 99th percentile latency, in µs.
+    pub p99_us: u64,
+    /// 99.9th percentile latency, in µs.
+    pub p999_us: u64,
+    /// Largest latency, in µs.
+    pub max_us: u64,
+    /// Mean latency, in µs.
+    pub mean_us: f64,
+    /// Server event-loop threads.
+    pub server_threads: usize,
+    /// Client event-loop threads.
+    pub client_threads: usize,
+    /// Offered rate in requests per second for open-loop runs; `null` for closed loop.
+    pub rate: Option<f64>,
+    /// Thread placement.
+    pub cpus: CpuPlacement,
+    /// The machine.
+    pub host: Host,
+    /// Short git revision of the source, or `unknown`.
+    pub git_sha: String,
+    /// Whether the source had uncommitted changes to tracked files.
+    pub git_dirty: bool,
+    /// When the run ended, RFC 3339 in UTC.
+    pub timestamp: String,
+}
+
+impl Record {
+    /// Builds the record of a run.
+    ///
+    /// # Errors
+    /// [`BenchError::NoRequests`] when no request completed while measuring.
+    pub fn new(spec: &RunSpec, m: &Measurement, env: &Environment) -> Result<Self, BenchError> {
+        let w = spec.workload;
+        let duration_s = m.elapsed.as_secs_f64();
+        let requests = m.requests();
+        if requests == 0 {
+            return Err(BenchError::NoRequests {
+                system: m.system.clone(),
+                workload: w.to_string(),
+                duration_s,
+                errors: m.errors,
+            });
+        }
+        let rps = requests as f64 / duration_s;
+        let frame_bytes = (2 * HEADER_LEN + w.payload + w.response) as f64;
+        let h = &m.latency_us;
+        Ok(Self {
+            system: m.system.clone(),
+            level: spec.level,
+            payload: w.payload,
+            response: w.response,
+            conns: w.conns,
+            inflight: w.inflight,
+            duration_s,
+            warmup_s: spec.warmup_s,
+            requests,
+            errors: m.errors,
+            rps,
+            mb_per_s: rps * frame_bytes / 1e6,
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
+            server_threads: spec.server_threads,
+            client_threads: spec.client_threads,
+            rate: None,
+            cpus: env.cpus.clone(),
+            host: env.host.clone(),
+            git_sha: env.git_sha.clone(),
+            git_dirty: env.git_dirty,
+            timestamp: jiff::Timestamp::now().to_string(),
+        })
+    }
+
+    /// The workload this record measured.
+    pub fn workload(&self) -> Workload {
+        Workload {
+            payload: self.payload,
+            response: self.response,
+            conns: self.conns,
+            inflight: self.inflight,
+        }
+    }
+
+    /// The record as one line of JSON (no trailing newline).
+    ///
+    /// # Errors
+    /// [`BenchError::Json`] if serialization fails (it does not for these fields).
+    pub fn to_json_line(&self) -> Result<String, BenchError> {
+        Ok(serde_json::to_string(self)?)
+    }
+}
+
+impl fmt::Display for Record {
+    /// A short human summary over three lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} at {} level: {}", self.system, self.level, self.workload())?;
+        writeln!(
+            f,
+            "  {:.0} req/s, {:.1} MB/s, {} requests in {:.2} s, {} errors",
+            self.rps, self.mb_per_s, self.requests, self.duration_s, self.errors
+        )?;
+        write!(
+            f,
+            "  latency µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::measure::ConnStats;
+    use crate::workload::System;
+
+    /// A spec for `w` on `system`, 1 s after 0.5 s of warmup, one thread each side.
+    pub(crate) fn spec(system: System, w: Workload) -> RunSpec {
+        RunSpec {
+            system,
+            level: Level::Transport,
+            workload: w,
+            duration_s: 1.0,
+            warmup_s: 0.5,
+            server_threads: 1,
+            client_threads: 1,
+        }
+    }
+
+    /// A record of `requests` requests of 10 µs each (p99 at 20 µs) over 2 s.
+    pub(crate) fn record(system: System, w: Workload, requests: u64) -> Record {
+        let mut c = ConnStats::default();
+        c.latency_us.record_n(10, requests - requests / 50).unwrap();
+        c.latency_us.record_n(20, requests / 50).unwrap();
+        let mut m = Measurement::merge(system.name(), Duration::from_secs(2), [&c]);
+        m.system = system.name().into();
+        Record::new(&spec(system, w), &m, &Environment::detect()).unwrap()
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        let r = record(System::RawTokio, Workload::echo(64, 1, 64), 1000);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json_line().unwrap()).unwrap();
+        for key in [
+            "system",
+            "level",
+            "payload",
+            "response",
+            "conns",
+            "inflight",
+            "duration_s",
+            "warmup_s",
+            "requests",
+            "errors",
+            "rps",
+            "mb_per_s",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "cpus",
+            "host",
+            "git_sha",
+            "git_dirty",
+            "server_threads",
+            "client_threads",
+            "rate",
+            "timestamp",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["system"], "raw-tokio");
+        assert_eq!(v["level"], "transport");
+        assert_eq!(v["rate"], serde_json::Value::Null);
+        assert_eq!(v["cpus"]["pinned"], false);
+        assert!(v["cpus"]["allowed"].as_array().is_some_and(|a| !a.is_empty()));
+        assert!(v["host"]["kernel"].is_string() && v["host"]["cores"].is_u64());
+        assert!(
+            v["timestamp"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .is_ok()
+        );
+        let back: Record = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), v);
+    }
+
+    #[test]
+    fn rates_and_percentiles() {
+        let r = record(System::RawTokio, Workload::echo(64, 1, 64), 1000);
+        assert_eq!(r.rps, 500.0);
+        // (21 + 64) × 2 bytes per request, 500 per second.
+        assert!((r.mb_per_s - 500.0 * 170.0 / 1e6).abs() < 1e-9);
+        assert_eq!((r.p50_us, r.p90_us, r.p99_us, r.max_us), (10, 10, 20, 20));
+        assert!(r.to_string().contains("500 req/s"), "{r}");
+    }
+
+    #[test]
+    fn zero_requests_is_an_error_that_says_so() {
+        let w = Workload::echo(64, 1, 1);
+        let m = Measurement::merge("epoll", Duration::from_secs(1), [&ConnStats::default()]);
+        let e = Record::new(&spec(System::RawTokio, w), &m, &Environment::detect()).unwrap_err();
+        assert!(e.to_string().contains("no request completed"), "{e}");
+    }
+}

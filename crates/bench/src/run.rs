@@ -1,0 +1,82 @@
+//! One run: a system, a workload, a duration; dispatched to the right load generator.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use transport::TransportConf;
+
+use crate::error::BenchError;
+use crate::host::Environment;
+use crate::record::Record;
+use crate::workload::{System, Workload};
+use crate::{raw_tokio, transport_load};
+
+/// The layer a run loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// The `Transport` trait: RpcRequest in, RpcResponse out, no RpcEnv.
+    #[default]
+    Transport,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Transport => "transport",
+        })
+    }
+}
+
+/// Everything that defines one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunSpec {
+    /// What runs.
+    pub system: System,
+    /// Which layer is loaded.
+    pub level: Level,
+    /// Sizes and concurrency.
+    pub workload: Workload,
+    /// Measurement time, in seconds.
+    pub duration_s: f64,
+    /// Load before measuring, in seconds; its requests are not recorded.
+    pub warmup_s: f64,
+    /// Server event-loop threads (at least 1).
+    pub server_threads: usize,
+    /// Client event-loop threads (at least 1).
+    pub client_threads: usize,
+}
+
+impl RunSpec {
+    /// The transport configuration for a transport-backed run: IO mode, threads,
+    /// and a maximum frame size that fits the workload's messages.
+    pub fn transport_conf(&self) -> TransportConf {
+        let defaults = TransportConf::default();
+        let largest = self.workload.payload.max(self.workload.response) as u64 + 64;
+        TransportConf {
+            io_mode: match self.system {
+                System::Transport(mode) => mode,
+                System::RawTokio => defaults.io_mode,
+            },
+            server_threads: self.server_threads,
+            client_threads: self.client_threads,
+            max_frame_size: defaults.max_frame_size.max(largest),
+            ..defaults
+        }
+    }
+}
+
+/// Runs `spec` and turns its measurement into a [`Record`].
+///
+/// # Errors
+/// [`BenchError::Transport`] when the backend cannot run (e.g. `io_uring`),
+/// [`BenchError::Io`] when the baseline's sockets or threads fail, and
+/// [`BenchError::NoRequests`] when no request completed while measuring.
+pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
+    tracing::info!(system = %spec.system, workload = %spec.workload, "run");
+    let measurement = match spec.system {
+        System::Transport(_) => transport_load::run(spec.transport_conf(), spec)?,
+        System::RawTokio => raw_tokio::run(spec)?,
+    };
+    Record::new(spec, &measurement, env)
+}

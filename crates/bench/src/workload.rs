@@ -1,0 +1,220 @@
+//! What one benchmark run does: the system under test, the message sizes and
+//! the closed-loop concurrency, plus the default matrix of workloads.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use transport::IoMode;
+
+/// One kibibyte, in bytes.
+pub const KIB: usize = 1024;
+/// One mebibyte, in bytes.
+pub const MIB: usize = 1024 * KIB;
+
+/// Message sizes and concurrency of a closed-loop run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Workload {
+    /// Request body size, in bytes (frame header not included).
+    pub payload: usize,
+    /// Response body size, in bytes (frame header not included).
+    pub response: usize,
+    /// Connections from client to server (at least 1).
+    pub conns: usize,
+    /// Requests kept in flight on each connection (at least 1): each completion sends the next.
+    pub inflight: usize,
+}
+
+impl Workload {
+    /// An echo-sized workload: the response is as large as the request.
+    pub fn echo(payload: usize, conns: usize, inflight: usize) -> Self {
+        Self {
+            payload,
+            response: payload,
+            conns,
+            inflight,
+        }
+    }
+
+    /// The default matrix, in the order the issue lists it: 64 B × 1 × 1,
+    /// 64 B × 1 × 64, 4 KiB × 1 × 16, 1 MiB × 1 × 4, 64 B × 256 × 1.
+    pub fn default_matrix() -> [Workload; 5] {
+        [
+            Self::echo(64, 1, 1),
+            Self::echo(64, 1, 64),
+            Self::echo(4 * KIB, 1, 16),
+            Self::echo(MIB, 1, 4),
+            Self::echo(64, 256, 1),
+        ]
+    }
+
+    /// Requests in flight across all connections.
+    pub fn total_inflight(&self) -> usize {
+        self.conns * self.inflight
+    }
+}
+
+impl fmt::Display for Workload {
+    /// `64 B, 1 conn × 64 in flight`, with ` → 1 KiB` after the payload when the response differs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", format_bytes(self.payload))?;
+        if self.response != self.payload {
+            write!(f, " → {}", format_bytes(self.response))?;
+        }
+        let s = if self.conns == 1 { "" } else { "s" };
+        write!(f, ", {} conn{s} × {} in flight", self.conns, self.inflight)
+    }
+}
+
+/// Formats a byte count the way the matrix names sizes: `64 B`, `4 KiB`, `1 MiB`, `1500 B`.
+pub fn format_bytes(bytes: usize) -> String {
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes % KIB == 0 {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// Parses a size in bytes: a whole number with an optional binary suffix
+/// (`64`, `64B`, `4KiB`, `4k`, `1MiB`, `1m`), case-insensitive.
+///
+/// # Errors
+/// A message naming the input when it is not such a size or overflows `usize`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let unit = match suffix.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => KIB,
+        "m" | "mb" | "mib" => MIB,
+        _ => 0,
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .filter(|_| unit > 0)
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{text}` is not a size in bytes (e.g. 64, 4KiB, 1MiB)"))
+}
+
+/// Parses a duration in seconds (`2`, `0.5`): finite and not negative.
+///
+/// # Errors
+/// A message naming the input when it is not such a number.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds >= 0 (e.g. 2 or 0.5)"
+        )),
+    }
+}
+
+/// Parses a count of at least 1 (connections, requests in flight, threads, repetitions).
+///
+/// # Errors
+/// A message naming the input when it is not a whole number >= 1.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number >= 1")),
+    }
+}
+
+/// The system under test: a transport backend, or the raw tokio baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum System {
+    /// A backend of the `transport` crate, chosen by IO mode.
+    Transport(IoMode),
+    /// The minimal hand-written tokio echo: the bar the transports are measured against.
+    RawTokio,
+}
+
+impl System {
+    /// The name used on the command line and in records: `epoll`, `io_uring`, `auto`, `raw-tokio`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Transport(mode) => mode.as_str(),
+            Self::RawTokio => "raw-tokio",
+        }
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for System {
+    type Err = String;
+
+    /// Parses `raw-tokio` (or `raw_tokio`), or any [`IoMode`] spelling.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "raw-tokio" | "raw_tokio" => Ok(Self::RawTokio),
+            other => other.parse::<IoMode>().map(Self::Transport).map_err(|_| {
+                format!(
+                    "unknown system `{s}`; expected raw-tokio or an io mode ({})",
+                    IoMode::ALLOWED
+                )
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("64"), Ok(64));
+        assert_eq!(parse_bytes("64B"), Ok(64));
+        assert_eq!(parse_bytes("4KiB"), Ok(4096));
+        assert_eq!(parse_bytes("4k"), Ok(4096));
+        assert_eq!(parse_bytes(" 1MiB "), Ok(MIB));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        for bad in ["", "k", "1.5k", "-1", "4GiB", "99999999999999999999", "1 parsec"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn seconds_parse_and_refuse_negatives() {
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert_eq!(parse_seconds("2"), Ok(2.0));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("inf").is_err());
+        assert!(parse_seconds("two").is_err());
+        assert_eq!(parse_count("256"), Ok(256));
+        assert!(parse_count("0").unwrap_err().contains("`0`"));
+    }
+
+    #[test]
+    fn systems_parse_by_name() {
+        assert_eq!("epoll".parse(), Ok(System::Transport(IoMode::Epoll)));
+        assert_eq!("io_uring".parse(), Ok(System::Transport(IoMode::IoUring)));
+        assert_eq!("raw-tokio".parse(), Ok(System::RawTokio));
+        assert!("netty".parse::<System>().unwrap_err().contains("netty"));
+        assert_eq!(System::RawTokio.to_string(), "raw-tokio");
+    }
+
+    #[test]
+    fn workloads_describe_themselves() {
+        let m = Workload::default_matrix();
+        assert_eq!(m[1].to_string(), "64 B, 1 conn × 64 in flight");
+        assert_eq!(m[3].to_string(), "1 MiB, 1 conn × 4 in flight");
+        assert_eq!(m[4].to_string(), "64 B, 256 conns × 1 in flight");
+        assert_eq!(m[4].total_inflight(), 256);
+        let w = Workload {
+            response: 1500,
+            ..m[2]
+        };
+        assert_eq!(w.to_string(), "4 KiB → 1500 B, 1 conn × 16 in flight");
+    }
+}
