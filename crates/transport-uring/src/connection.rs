@@ -1,0 +1,312 @@
+//! One connection on its loop: adoption, the receive path, and closing.
+//!
+//! - **Receive**: a multishot recv picks buffers from the loop's
+//!   provided-buffer ring; each completion's buffer is frozen into `Bytes`
+//!   and fed to the [`FrameDecoder`], so frame bodies are slices of the
+//!   memory the kernel wrote. `ENOBUFS` (ring dry) or the end of the multishot
+//!   re-arms it; the bytes wait in the socket, so none is lost or reordered.
+//!   When a frame is still missing at least `direct_read_min` bytes, the
+//!   multishot recv is cancelled and plain recvs go straight into that frame's
+//!   own buffer until it is complete.
+//! - **Close**: whatever ends the connection (EOF, an error, `close()`, the
+//!   transport's shutdown) goes through [`EventLoop::close_connection`]: the
+//!   sink refuses sends, outstanding RPCs fail, `channel_inactive` runs, in-flight
+//!   operations are cancelled, and the socket is closed once the last of their
+//!   CQEs is in, so no operation ever sees a reused descriptor.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+use io_uring::{opcode, types};
+use transport::{
+    BufferPool, ConnectionId, FrameDecoder, TransportClient, TransportError, TransportHandler, WriteQueue,
+};
+
+use crate::ops::{Completion, Op};
+use crate::ring_loop::{Adopt, EventLoop};
+use crate::sink::{SinkHandle, SinkShared};
+
+/// Live connections by id, so that a server or the transport can close them.
+pub(crate) type Registry = Arc<Mutex<HashMap<ConnectionId, TransportClient>>>;
+
+/// Everything a new connection needs; built by the server or the connector.
+pub(crate) struct ConnectionParams {
+    pub(crate) id: ConnectionId,
+    pub(crate) pool: BufferPool,
+    pub(crate) handler: Arc<dyn TransportHandler>,
+    pub(crate) registries: Vec<Registry>,
+}
+
+/// A connection's state on its loop.
+pub(crate) struct Connection {
+    pub(crate) id: ConnectionId,
+    pub(crate) stream: TcpStream,
+    pub(crate) client: TransportClient,
+    pub(crate) handler: Arc<dyn TransportHandler>,
+    pub(crate) sink: Arc<SinkShared>,
+    decoder: FrameDecoder,
+    /// Frames taken from the sink and not yet written; `None` while a send owns them.
+    pub(crate) queue: Option<WriteQueue>,
+    /// The recv in flight, and whether it is a direct one.
+    recv: Option<(usize, bool)>,
+    /// A multishot recv is being cancelled to switch to direct reads.
+    switching: bool,
+    /// The send (or zero-copy notification) holding the queue.
+    pub(crate) send: Option<usize>,
+    pub(crate) dirty: bool,
+    pub(crate) closing: bool,
+    registries: Vec<Registry>,
+}
+
+impl EventLoop {
+    /// Starts serving `a.stream`: registers it, calls `channel_active`, arms
+    /// its recv, and replies with its client.
+    pub(crate) fn adopt(&mut self, a: Adopt) {
+        let Adopt {
+            stream,
+            params,
+            reply,
+        } = a;
+        let result = self.start_connection(stream, params);
+        match reply {
+            Some(tx) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "could not start an accepted connection");
+                }
+            }
+        }
+    }
+
+    fn start_connection(
+        &mut self,
+        stream: TcpStream,
+        p: ConnectionParams,
+    ) -> Result<TransportClient, TransportError> {
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| TransportError::io("start", unspecified(), &e))?;
+        if self.stopping {
+            return Err(TransportError::Shutdown);
+        }
+        let local = stream
+            .local_addr()
+            .map_err(|e| TransportError::io("start", peer, &e))?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let sink = Arc::new(SinkShared::new(peer, key, p.id, Arc::downgrade(&self.handle)));
+        let max = self.conf.transport.max_frame_size;
+        let client = TransportClient::new(p.id, local, peer, max, Box::new(SinkHandle(sink.clone())));
+        for r in &p.registries {
+            r.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p.id, client.clone());
+        }
+        entry.insert(Connection {
+            id: p.id,
+            stream,
+            client: client.clone(),
+            handler: p.handler.clone(),
+            sink,
+            decoder: FrameDecoder::new(max, p.pool),
+            queue: Some(WriteQueue::new()),
+            recv: None,
+            switching: false,
+            send: None,
+            dirty: false,
+            closing: false,
+            registries: p.registries,
+        });
+        p.handler.channel_active(&client);
+        // Arms the recv (and flushes anything `channel_active` sent) this turn.
+        self.mark_dirty(key);
+        Ok(client)
+    }
+
+    /// Arms the connection's recv if none is in flight: direct into the frame
+    /// in progress when it is large, multishot into provided buffers otherwise.
+    pub(crate) fn arm_recv(&mut self, key: usize) {
+        let direct_min = self.conf.uring.direct_read_min;
+        let bgid = self.buf_ring.group();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closing || conn.recv.is_some() {
+            return;
+        }
+        conn.switching = false;
+        let fd = types::Fd(conn.stream.as_raw_fd());
+        let direct = conn.decoder.pending_bytes() >= direct_min;
+        let op = if direct {
+            let buf = conn.decoder.direct_read_buf().unwrap_or_default();
+            // MSG_WAITALL: one completion for the rest of the frame, not one per segment.
+            let sqe = opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len().min(1 << 30) as u32)
+                .flags(libc::MSG_WAITALL)
+                .build();
+            // SAFETY: the buffer is the unfilled part of the decoder's frame in
+            // progress, heap memory owned by this connection. The connection is
+            // kept in the slab until this recv's CQE (close waits for `recv` to
+            // clear), and its decoder is not fed while a recv is in flight.
+            unsafe { self.ops.start(sqe, Op::RecvDirect(key)) }
+        } else {
+            let sqe = opcode::RecvMulti::new(fd, bgid).build();
+            // SAFETY: no pointer: the kernel picks buffers from the provided-buffer
+            // ring, whose memory the loop keeps registered until it ends.
+            unsafe { self.ops.start(sqe, Op::Recv(key)) }
+        };
+        conn.recv = Some((op, direct));
+    }
+
+    /// Handles a recv completion: feeds the decoder, then re-arms, switches
+    /// to direct reads, or closes.
+    pub(crate) fn on_recv(&mut self, op: usize, c: Completion, direct: bool) {
+        let conn_key = match self.ops.get_mut(op) {
+            Some(Op::Recv(k) | Op::RecvDirect(k)) => *k,
+            _ => return,
+        };
+        let ended = direct || !c.more();
+        if ended {
+            self.ops.finish(op);
+        }
+        // Take the kernel-filled buffer out of the ring whatever happens next,
+        // so the ring never loses a slot.
+        let data = match c.buffer_id() {
+            Some(bid) if c.result > 0 => self.buf_ring.take(bid, c.result as usize),
+            Some(bid) => {
+                self.buf_ring.recycle(bid);
+                None
+            }
+            None => None,
+        };
+        let direct_min = self.conf.uring.direct_read_min;
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return;
+        };
+        if ended {
+            conn.recv = None;
+        }
+        if conn.closing {
+            self.maybe_finish(conn_key);
+            return;
+        }
+        let peer = conn.client.peer_addr();
+        let outcome = match c.result {
+            n if n > 0 => {
+                let Connection {
+                    decoder,
+                    client,
+                    handler,
+                    ..
+                } = conn;
+                // A panicking handler or callback ends its connection, not the loop.
+                let decoded = catch_unwind(AssertUnwindSafe(|| {
+                    let mut deliver = |f| client.handle_frame(f, &**handler);
+                    let pending = decoder.pending_bytes();
+                    if direct && pending > 0 {
+                        decoder.commit_direct_read((n as usize).min(pending), &mut deliver)
+                    } else if let Some(bytes) = data {
+                        decoder.decode(bytes, &mut deliver)
+                    } else {
+                        Ok(())
+                    }
+                }));
+                match decoded {
+                    Ok(result) => result.map_err(|source| Some(TransportError::Decode { peer, source })),
+                    Err(_) => {
+                        let reason = "a handler or response callback panicked".to_string();
+                        self.close_connection(conn_key, Some(reason), None);
+                        return;
+                    }
+                }
+            }
+            0 => Err(None),
+            // The ring ran dry or a switch to direct reads: the recv has ended
+            // and is re-armed below; unread bytes wait in the socket, in order.
+            e if e == -libc::ENOBUFS || e == -libc::ECANCELED => Ok(()),
+            e => Err(Some(TransportError::io(
+                "read from",
+                peer,
+                &std::io::Error::from_raw_os_error(-e),
+            ))),
+        };
+        match outcome {
+            Ok(()) => {
+                let Some(conn) = self.conns.get_mut(conn_key) else {
+                    return;
+                };
+                match conn.recv {
+                    None => self.mark_dirty(conn_key),
+                    Some((recv_op, false))
+                        if !conn.switching && conn.decoder.pending_bytes() >= direct_min =>
+                    {
+                        conn.switching = true;
+                        self.ops.cancel(recv_op);
+                    }
+                    Some(_) => {}
+                }
+            }
+            Err(None) => {
+                let reason = match conn.decoder.pending_bytes() {
+                    0 => "the peer closed the connection".to_string(),
+                    n => format!("the peer closed the connection mid-frame ({n} bytes of it missing)"),
+                };
+                self.close_connection(conn_key, Some(reason), None);
+            }
+            Err(Some(e)) => self.close_connection(conn_key, Some(e.to_string()), Some(e)),
+        }
+    }
+
+    /// Ends connection `key` (once): reports `error`, refuses sends, fails
+    /// outstanding RPCs, calls `channel_inactive`, cancels its operations.
+    /// `reason` defaults to the one recorded by a local `close()`.
+    pub(crate) fn close_connection(
+        &mut self,
+        key: usize,
+        reason: Option<String>,
+        error: Option<TransportError>,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        conn.closing = true;
+        if let Some(e) = &error {
+            conn.handler.exception_caught(&conn.client, e);
+        }
+        let reason = conn
+            .sink
+            .mark_closed(reason.as_deref().unwrap_or("closed locally"));
+        for r in &conn.registries {
+            r.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn.id);
+        }
+        conn.client.connection_closed(&reason);
+        conn.handler.channel_inactive(&conn.client);
+        let (recv, send) = (conn.recv.map(|(op, _)| op), conn.send);
+        for op in [recv, send].into_iter().flatten() {
+            self.ops.cancel(op);
+        }
+        self.maybe_finish(key);
+    }
+
+    /// Drops a closing connection (closing its socket) once no operation uses it.
+    pub(crate) fn maybe_finish(&mut self, key: usize) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.closing && c.recv.is_none() && c.send.is_none())
+        {
+            self.conns.remove(key);
+        }
+    }
+}
+
+fn unspecified() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+}

@@ -1,0 +1,195 @@
+//! A send batch: every frame queued on a connection, with the `iovec`s and
+//! `msghdr` that describe them to one `IORING_OP_SENDMSG` (or
+//! `IORING_OP_SENDMSG_ZC`) submission.
+//!
+//! The batch owns the [`WriteQueue`] (and so the frames and their bodies) for
+//! as long as the kernel may read them: it is moved into the operation's slab
+//! entry when submitted and handed back with the completion, or, for a
+//! zero-copy send, with the buffer notification that follows it.
+
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+
+use io_uring::{opcode, types};
+use transport::{MAX_IOV, TransportError, WriteQueue};
+
+use crate::ops::{Completion, Op};
+use crate::ring_loop::EventLoop;
+
+/// Slices per submission: enough for 512 small frames (header + body each).
+const IOV_PER_SEND: usize = MAX_IOV;
+
+/// The frames of one send and the kernel-facing description of their bytes.
+pub(crate) struct SendBatch {
+    queue: WriteQueue,
+    #[expect(
+        dead_code,
+        reason = "read by the kernel through `msg`; owned here to keep it alive"
+    )]
+    iov: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
+    zero_copy: bool,
+}
+
+impl SendBatch {
+    /// Describes the unwritten bytes of `queue` (up to [`MAX_IOV`] slices).
+    /// `zero_copy` is set when some body in the batch has at least
+    /// `zc_threshold` bytes (0 disables zero copy).
+    pub(crate) fn new(queue: WriteQueue, zc_threshold: usize) -> Self {
+        let mut slices = vec![IoSlice::new(&[]); IOV_PER_SEND.min(queue.frames() * 2)];
+        let n = queue.io_slices(&mut slices);
+        let zero_copy = zc_threshold > 0 && slices[..n].iter().any(|s| s.len() >= zc_threshold);
+        let iov: Vec<libc::iovec> = slices[..n]
+            .iter()
+            .map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        Self {
+            queue,
+            iov,
+            msg,
+            zero_copy,
+        }
+    }
+
+    /// The `msghdr` to pass to the kernel. It points at this batch's `iovec`s,
+    /// which point into the frames of its queue: all heap memory that stays
+    /// put while the batch is moved around, as long as the batch is not
+    /// dropped or its queue changed.
+    pub(crate) fn msghdr(&self) -> *const libc::msghdr {
+        &*self.msg
+    }
+
+    /// Whether this batch goes out with `SENDMSG_ZC`.
+    pub(crate) fn is_zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Bytes of the whole queue not yet written (the batch may describe fewer).
+    pub(crate) fn remaining_bytes(&self) -> usize {
+        self.queue.remaining_bytes()
+    }
+
+    /// Ends the batch: `written` bytes went out; returns the queue advanced past them.
+    pub(crate) fn into_queue(self, written: usize) -> WriteQueue {
+        let mut queue = self.queue;
+        // The kernel never reports more than it was given; stay safe regardless.
+        queue.advance(written.min(queue.remaining_bytes()));
+        queue
+    }
+}
+
+impl EventLoop {
+    /// Sends everything queued on connection `key` in one submission (unless a
+    /// send is already in flight: its completion flushes again), and arms the
+    /// connection's recv if it has none.
+    pub(crate) fn flush(&mut self, key: usize) {
+        let threshold = self.conf.uring.zero_copy_threshold;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.dirty = false;
+        if conn.closing {
+            return;
+        }
+        if conn.send.is_none() {
+            let mut queue = conn.queue.take().unwrap_or_default();
+            {
+                let mut st = conn.sink.state();
+                st.scheduled = false;
+                queue.append(&mut st.queue);
+            }
+            if queue.is_empty() {
+                conn.queue = Some(queue);
+            } else {
+                let fd = types::Fd(conn.stream.as_raw_fd());
+                let batch = SendBatch::new(queue, threshold);
+                let flags = (libc::MSG_WAITALL | libc::MSG_NOSIGNAL) as u32;
+                let sqe = if batch.is_zero_copy() {
+                    opcode::SendMsgZc::new(fd, batch.msghdr()).flags(flags).build()
+                } else {
+                    opcode::SendMsg::new(fd, batch.msghdr()).flags(flags).build()
+                };
+                // SAFETY: the msghdr, its iovecs and the frames they point into
+                // are heap memory owned by `batch`, which moves into the op entry
+                // and is dropped only after the send's last CQE (for zero copy,
+                // its buffer notification).
+                conn.send = Some(unsafe { self.ops.start(sqe, Op::Send(key, batch)) });
+            }
+        }
+        self.arm_recv(key);
+    }
+
+    /// Handles a send's result, or a zero-copy send's buffer notification.
+    pub(crate) fn on_send(&mut self, op: usize, c: Completion) {
+        match self.ops.take(op) {
+            Some(Op::Send(conn, batch)) => {
+                let written = c.result.max(0) as usize;
+                if c.more() {
+                    // Zero copy: the kernel may read the pages until the notification.
+                    let whole = c.result >= 0 && written == batch.remaining_bytes();
+                    if whole {
+                        self.ops.put(op, Op::ZcNotify(batch, None));
+                        self.send_done(conn, Some(WriteQueue::new()), c.result);
+                    } else {
+                        self.ops.put(op, Op::ZcNotify(batch, Some((conn, written))));
+                        if c.result < 0 {
+                            self.send_failed(conn, c.result);
+                        }
+                    }
+                } else {
+                    self.ops.finish(op);
+                    self.send_done(conn, Some(batch.into_queue(written)), c.result);
+                }
+            }
+            Some(Op::ZcNotify(batch, resume)) => {
+                if !c.notif() {
+                    self.ops.put(op, Op::ZcNotify(batch, resume));
+                    return;
+                }
+                self.ops.finish(op);
+                match resume {
+                    Some((conn, written)) => self.send_done(conn, Some(batch.into_queue(written)), 0),
+                    None => drop(batch),
+                }
+            }
+            Some(other) => self.ops.put(op, other),
+            None => {}
+        }
+    }
+
+    /// The connection gets its queue back; continues, or fails on `result < 0`.
+    fn send_done(&mut self, key: usize, queue: Option<WriteQueue>, result: i32) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.send = None;
+        conn.queue = queue;
+        if result < 0 {
+            self.send_failed(key, result);
+        } else if conn.closing {
+            self.maybe_finish(key);
+        } else {
+            self.mark_dirty(key);
+        }
+    }
+
+    fn send_failed(&mut self, key: usize, result: i32) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closing {
+            self.maybe_finish(key);
+            return;
+        }
+        let err = std::io::Error::from_raw_os_error(-result);
+        let err = TransportError::io("write to", conn.client.peer_addr(), &err);
+        self.close_connection(key, Some(err.to_string()), Some(err));
+    }
+}
