@@ -11,8 +11,13 @@ use std::time::Instant;
 use crate::error::RpcError;
 use crate::timeout::{TimeoutScheduler, TimerKey};
 
+/// A callback registered with [`AskFuture::on_complete`].
+type Callback<T> = Box<dyn FnOnce(Result<T, RpcError>) + Send>;
+
 enum State<T> {
     Pending(Option<Waker>),
+    /// Waiting, with a callback to run on the completing thread.
+    Callback(Callback<T>),
     Done(Result<T, RpcError>),
     Taken,
 }
@@ -37,23 +42,36 @@ impl<T> Completer<T> {
     pub(crate) fn complete(&self, result: Result<T, RpcError>) -> bool {
         let waker = {
             let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-            match &mut *st {
+            match std::mem::replace(&mut *st, State::Taken) {
                 State::Pending(w) => {
-                    let w = w.take();
                     *st = State::Done(result);
                     w
                 }
-                _ => return false,
+                State::Callback(cb) => {
+                    drop(st);
+                    self.cancel_timer();
+                    cb(result);
+                    return true;
+                }
+                other => {
+                    *st = other;
+                    return false;
+                }
             }
         };
         self.0.cond.notify_all();
         if let Some(w) = waker {
             w.wake();
         }
-        if let Some((sched, key)) = self.0.timer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        self.cancel_timer();
+        true
+    }
+
+    fn cancel_timer(&self) {
+        let timer = self.0.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((sched, key)) = timer {
             sched.cancel(key);
         }
-        true
     }
 
     /// Arms a timeout: at `deadline` the slot fails with `error()` unless filled
@@ -117,6 +135,23 @@ impl<T> AskFuture<T> {
         f
     }
 
+    /// Runs `f` with the answer on the thread that completes the ask (a
+    /// transport event-loop thread for a remote reply, the endpoint's thread
+    /// for a local one, the timer thread on timeout), or at once if it is
+    /// already there (Scala's `Future.onComplete` on a same-thread executor).
+    /// `f` must not block.
+    pub fn on_complete(self, f: impl FnOnce(Result<T, RpcError>) + Send + 'static) {
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *st, State::Taken) {
+            State::Done(r) => {
+                drop(st);
+                f(r);
+            }
+            State::Pending(_) => *st = State::Callback(Box::new(f)),
+            State::Callback(_) | State::Taken => unreachable!("the answer is taken only by this future"),
+        }
+    }
+
     /// Blocks the calling thread until the answer is there.
     ///
     /// # Errors
@@ -126,7 +161,7 @@ impl<T> AskFuture<T> {
         loop {
             match std::mem::replace(&mut *st, State::Taken) {
                 State::Done(r) => return r,
-                pending @ State::Pending(_) => {
+                pending @ (State::Pending(_) | State::Callback(_)) => {
                     *st = pending;
                     st = self.0.cond.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
@@ -147,7 +182,7 @@ impl<T> Future for AskFuture<T> {
                 *st = State::Pending(Some(cx.waker().clone()));
                 Poll::Pending
             }
-            State::Taken => panic!("AskFuture polled after it completed"),
+            State::Callback(_) | State::Taken => panic!("AskFuture polled after it completed"),
         }
     }
 }
@@ -163,6 +198,24 @@ mod tests {
         assert!(c.complete(Ok(1)));
         assert!(!c.complete(Ok(2)));
         assert_eq!(f.wait().unwrap(), 1);
+    }
+
+    #[test]
+    fn on_complete_runs_on_the_completing_thread_or_at_once() {
+        let (c, f) = pending::<u32>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        f.on_complete(move |r| tx.send((r.unwrap(), std::thread::current().id())).unwrap());
+        let t = std::thread::spawn(move || {
+            c.complete(Ok(5));
+            std::thread::current().id()
+        });
+        let completer_thread = t.join().unwrap();
+        assert_eq!(rx.recv().unwrap(), (5, completer_thread));
+        let (c, f) = pending::<u32>();
+        c.complete(Ok(6));
+        f.on_complete(move |r| tx2.send((r.unwrap(), std::thread::current().id())).unwrap());
+        assert_eq!(rx.recv().unwrap(), (6, std::thread::current().id()));
     }
 
     #[test]
