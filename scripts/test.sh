@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, lints (warnings are
+# errors), the unit, property, conformance and integration suites of every
+# crate on both IO backends (epoll and io_uring), the doc examples, and the
+# runnable examples. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test (workspace)"
+cargo test --workspace
+echo "== examples"
+cargo run --quiet -p rpc --example ping_pong
