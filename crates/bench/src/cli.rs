@@ -45,10 +45,10 @@ pub enum Baseline {
 /// Options of `rpc-bench run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Layer to load.
+    /// Layer to load: transport (the `Transport` trait) or rpc (asks through RpcEnvs; not with --baseline).
     #[arg(long, value_enum, default_value_t = Level::Transport)]
     pub level: Level,
-    /// Transport backend: epoll, io_uring or auto (auto picks epoll for now) [default: auto].
+    /// Transport backend: epoll, io_uring or auto (as `rpc::create_transport` picks) [default: auto].
     #[arg(long, conflicts_with = "baseline")]
     pub io_mode: Option<IoMode>,
     /// Run a baseline instead of a transport backend.
@@ -60,7 +60,7 @@ pub struct RunArgs {
     /// Response body size in bytes [default: same as --payload].
     #[arg(long, value_parser = parse_bytes)]
     pub response: Option<usize>,
-    /// Connections.
+    /// Connections (at the rpc level: client-mode RpcEnvs, one connection each).
     #[arg(long, default_value_t = 1, value_parser = parse_count)]
     pub conns: usize,
     /// Requests in flight per connection (closed loop).
@@ -125,6 +125,9 @@ pub struct MatrixArgs {
     /// Systems to compare, comma-separated, in interleaving order.
     #[arg(long, value_delimiter = ',', default_value = "epoll,raw-tokio")]
     pub systems: Vec<System>,
+    /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "transport,rpc")]
+    pub levels: Vec<Level>,
 }
 
 impl MatrixArgs {
@@ -133,6 +136,7 @@ impl MatrixArgs {
         MatrixSpec {
             workloads: Workload::default_matrix().to_vec(),
             systems: self.systems.clone(),
+            levels: self.levels.clone(),
             repeat: self.repeat,
             duration_s: self.duration,
             warmup_s: self.warmup,
@@ -225,6 +229,8 @@ mod tests {
         assert!(parse(&["run", "--inflight", "0"]).is_err());
         assert!(parse(&["run", "--duration", "-1"]).is_err());
         assert!(parse(&["matrix", "--systems", "epoll,netty"]).is_err());
+        assert!(parse(&["matrix", "--levels", "transport,dispatcher"]).is_err());
+        assert!(parse(&["run", "--level", "app"]).is_err());
     }
 
     #[test]
@@ -237,8 +243,20 @@ mod tests {
             spec.systems,
             vec![System::Transport(IoMode::Epoll), System::RawTokio]
         );
+        assert_eq!(spec.levels, vec![Level::Transport, Level::Rpc]);
+        assert_eq!(spec.columns().len(), 3);
         assert_eq!(spec.results_dir, PathBuf::from("results"));
         let cli = parse(&["--repeat", "1", "--systems", "raw-tokio"]).unwrap();
         assert_eq!((cli.matrix.repeat, cli.matrix.systems.len()), (1, 1));
+        let cli = parse(&["matrix", "--levels", "rpc"]).unwrap();
+        let Some(Command::Matrix(args)) = cli.command else {
+            panic!("not a matrix")
+        };
+        assert_eq!(args.spec().levels, vec![Level::Rpc]);
+        let cli = parse(&["run", "--io-mode", "epoll", "--level", "rpc", "--conns", "4"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!((args.spec().level, args.spec().workload.conns), (Level::Rpc, 4));
     }
 }

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use rpc::RpcError;
 use transport::TransportError;
+
+use crate::run::Level;
 
 /// Why a run or a matrix failed.
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +13,25 @@ pub enum BenchError {
     /// The transport could not be built, bind or connect (e.g. `io_uring` has no backend yet).
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// An RpcEnv could not start, or could not reach or ask the echo endpoint.
+    #[error("rpc level: {0}")]
+    Rpc(#[from] RpcError),
+    /// The system has no load generator at this level.
+    #[error("{system} has only the transport level; drop --level {level} or pick an --io-mode")]
+    LevelUnavailable {
+        /// The system asked for (`raw-tokio`).
+        system: String,
+        /// The level it cannot run at.
+        level: Level,
+    },
+    /// The matrix's systems and levels leave no column to run.
+    #[error("no column to run: {systems} at levels {levels} (raw-tokio has only the transport level)")]
+    EmptyMatrix {
+        /// The systems asked for, comma-separated.
+        systems: String,
+        /// The levels asked for, comma-separated.
+        levels: String,
+    },
     /// A socket, runtime or thread operation of the bench itself failed.
     #[error("cannot {what}: {source}")]
     Io {

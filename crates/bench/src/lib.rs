@@ -2,11 +2,13 @@
 //! echo of the same frames, closed loop, with HdrHistogram latencies.
 //!
 //! - [`workload`]: sizes, concurrency and the default matrix; [`run`]: one run;
-//! - [`transport_load`]: load over the `Transport` trait (`--io-mode`), chosen by [`backend`];
+//! - [`transport_load`]: load over the `Transport` trait (`--io-mode`, backend chosen by `rpc::create_transport`);
+//! - [`rpc_load`]: load through the RpcEnv (`--level rpc`): asks to an echo endpoint;
 //! - [`raw_tokio`] with [`raw_frames`]: the `raw-tokio` baseline, the bar for what the layer costs;
-//! - [`measure`]: phases and latency recording shared by both; [`record`]: the JSON record;
-//! - [`host`]: machine, CPU placement and git revision; [`matrix`] and [`table`]: the
-//!   interleaved, repeated matrix, its medians and its `results/` folder; [`cli`]: the command line.
+//! - [`measure`]: phases and latency recording shared by all three; [`record`]: the JSON record;
+//! - [`host`]: machine, CPU placement and git revision; [`column`]: a system at a level, and
+//!   which columns are compared; [`matrix`] and [`table`]: the interleaved, repeated matrix,
+//!   its medians and its `results/` folder; [`cli`]: the command line.
 //!
 //! # Example
 //!
@@ -19,8 +21,8 @@
 //! assert_eq!(Workload::default_matrix()[2], w);
 //! ```
 
-pub mod backend;
 pub mod cli;
+pub mod column;
 pub mod error;
 pub mod host;
 pub mod matrix;
@@ -28,6 +30,7 @@ pub mod measure;
 pub mod raw_frames;
 pub mod raw_tokio;
 pub mod record;
+pub mod rpc_load;
 pub mod run;
 pub mod table;
 pub mod transport_load;

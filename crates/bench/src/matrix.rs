@@ -1,5 +1,6 @@
-//! The default matrix: every workload on every system, repeated and
-//! interleaved (A B A B ...), written to `results/<date>-<host>-<sha>/`.
+//! The default matrix: every workload on every column (a system at a level:
+//! `epoll transport`, `raw-tokio`, `epoll rpc`), repeated and interleaved
+//! (A B C A B C ...), written to `results/<date>-<host>-<sha>/`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::column::Column;
 use crate::error::BenchError;
 use crate::host::Environment;
 use crate::record::Record;
@@ -19,8 +21,10 @@ use crate::workload::{System, Workload};
 pub struct MatrixSpec {
     /// Workloads, one table row each.
     pub workloads: Vec<Workload>,
-    /// Systems, interleaved in this order within each repetition.
+    /// Systems, interleaved in this order within each level of each repetition.
     pub systems: Vec<System>,
+    /// Levels, interleaved in this order within each repetition (`raw-tokio` runs only at transport).
+    pub levels: Vec<Level>,
     /// Runs of each workload on each system (at least 1).
     pub repeat: usize,
     /// Measurement time per run, in seconds.
@@ -36,15 +40,21 @@ pub struct MatrixSpec {
 }
 
 impl MatrixSpec {
-    /// The runs in execution order: per workload, `repeat` rounds of every system.
+    /// The table's columns: see [`Column::matrix`].
+    pub fn columns(&self) -> Vec<Column> {
+        Column::matrix(&self.systems, &self.levels)
+    }
+
+    /// The runs in execution order: per workload, `repeat` rounds of every column.
     pub fn runs(&self) -> Vec<RunSpec> {
+        let columns = self.columns();
         let mut runs = Vec::new();
         for &workload in &self.workloads {
             for _ in 0..self.repeat {
-                for &system in &self.systems {
+                for &Column { system, level } in &columns {
                     runs.push(RunSpec {
                         system,
-                        level: Level::Transport,
+                        level,
                         workload,
                         duration_s: self.duration_s,
                         warmup_s: self.warmup_s,
@@ -100,8 +110,17 @@ fn create_results_dir(parent: &Path, env: &Environment) -> Result<PathBuf, Bench
 /// then writes `summary.md`. `command` is the command line, for the summary.
 ///
 /// # Errors
-/// The first run that fails, or [`BenchError::Results`] when the files cannot be written.
+/// [`BenchError::EmptyMatrix`] when no system runs at any of the levels; the
+/// first run that fails; [`BenchError::Results`] when the files cannot be written.
 pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result<MatrixOutcome, BenchError> {
+    let columns = spec.columns();
+    if columns.is_empty() {
+        let join = |v: Vec<String>| v.join(",");
+        return Err(BenchError::EmptyMatrix {
+            systems: join(spec.systems.iter().map(System::to_string).collect()),
+            levels: join(spec.levels.iter().map(Level::to_string).collect()),
+        });
+    }
     let dir = create_results_dir(&spec.results_dir, env)?;
     let jsonl = dir.join("runs.jsonl");
     let mut out = BufWriter::new(File::create(&jsonl).map_err(write_err(&jsonl))?);
@@ -112,7 +131,7 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
     );
     let mut records = Vec::with_capacity(runs.len());
     for r in &runs {
-        bar.set_message(format!("{} on {}", r.system, r.workload));
+        bar.set_message(format!("{} on {}", Column::new(r.system, r.level), r.workload));
         let record = run(r, env)?;
         writeln!(out, "{}", record.to_json_line()?)
             .and_then(|()| out.flush())
@@ -121,7 +140,7 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let summary = Summary::new(&spec.systems, &spec.workloads, &records);
+    let summary = Summary::new(&columns, &spec.workloads, &records);
     let md = dir.join("summary.md");
     fs::write(&md, summary_markdown(spec, env, command, &summary)).map_err(write_err(&md))?;
     Ok(MatrixOutcome {
@@ -131,11 +150,27 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
     })
 }
 
+/// What a level loads, for `summary.md`.
+fn level_description(level: Level) -> &'static str {
+    match level {
+        Level::Transport => "the `Transport` trait: RpcRequest in, RpcResponse out, no RpcEnv",
+        Level::Rpc => {
+            "the RpcEnv: `ask` to a concurrent echo endpoint; one client-mode RpcEnv per connection, \
+             1 MessageLoop thread each; the server RpcEnv's MessageLoop has max(2, cores) threads"
+        }
+    }
+}
+
 /// The text of `summary.md`.
 pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, summary: &Summary) -> String {
     let h = &env.host;
     let cpus: Vec<String> = env.cpus.allowed.iter().map(usize::to_string).collect();
-    let systems: Vec<&str> = spec.systems.iter().map(|s| s.name()).collect();
+    let columns: Vec<String> = spec.columns().iter().map(Column::to_string).collect();
+    let levels: Vec<String> = spec
+        .levels
+        .iter()
+        .map(|l| format!("{l} ({})", level_description(*l)))
+        .collect();
     let dirty = if env.git_dirty {
         " (with uncommitted changes)"
     } else {
@@ -147,11 +182,13 @@ pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, sum
          - Machine: {host}, {model}, {cores} CPUs, kernel {kernel}\n\
          - Placement: threads not pinned; allowed CPUs {cpus}; {st} server and {ct} client event-loop threads\n\
          - Source: {sha}{dirty}\n\
-         - Load: transport level, closed loop, server and client in one process on 127.0.0.1; \
+         - Levels: {levels}; raw-tokio runs at the transport level only\n\
+         - Load: closed loop, server and client in one process on 127.0.0.1; \
          {d} s measured after {w} s warmup per run\n\n\
          {table}\n\n\
-         Figures are medians of {n} interleaved runs ({order}, ...) per workload and system. \
-         Latencies in µs; ratios are of median req/s.\n",
+         Figures are medians of {n} interleaved runs ({order}, ...) per workload and column. \
+         Latencies in µs; ratios are of median req/s: `epoll / raw-tokio` is what the transport \
+         costs against a hand-written tokio echo, `epoll rpc / transport` what the RpcEnv costs over its transport.\n",
         host = h.hostname,
         model = h.cpu_model,
         cores = h.cores,
@@ -164,7 +201,8 @@ pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, sum
         w = spec.warmup_s,
         table = summary.render_markdown(),
         n = spec.repeat,
-        order = [systems.join(", "), systems.join(", ")].join(", "),
+        levels = levels.join(" and "),
+        order = [columns.join(", "), columns.join(", ")].join(", "),
     )
 }
 
@@ -178,6 +216,7 @@ mod tests {
         let spec = MatrixSpec {
             workloads: Workload::default_matrix().to_vec(),
             systems: vec![System::Transport(IoMode::Epoll), System::RawTokio],
+            levels: vec![Level::Transport, Level::Rpc],
             repeat: 3,
             duration_s: 2.0,
             warmup_s: 0.5,
@@ -186,11 +225,51 @@ mod tests {
             results_dir: "results".into(),
         };
         let runs = spec.runs();
-        assert_eq!(runs.len(), 30);
-        let names: Vec<&str> = runs[..4].iter().map(|r| r.system.name()).collect();
-        assert_eq!(names, ["epoll", "raw-tokio", "epoll", "raw-tokio"]);
-        assert!(runs[..6].iter().all(|r| r.workload == spec.workloads[0]));
-        assert_eq!(runs[6].workload, spec.workloads[1]);
+        assert_eq!(runs.len(), 45);
+        let names: Vec<String> = runs[..6]
+            .iter()
+            .map(|r| Column::new(r.system, r.level).to_string())
+            .collect();
+        let abc = ["epoll transport", "raw-tokio", "epoll rpc"];
+        assert_eq!(names, [abc, abc].concat());
+        assert!(runs[..9].iter().all(|r| r.workload == spec.workloads[0]));
+        assert_eq!(runs[9].workload, spec.workloads[1]);
+
+        let transport_only = MatrixSpec {
+            levels: vec![Level::Transport],
+            ..spec.clone()
+        };
+        assert_eq!(transport_only.runs().len(), 30);
+        let summary = Summary::new(&spec.columns(), &spec.workloads, &[]);
+        let md = summary_markdown(&spec, &Environment::detect(), "rpc-bench", &summary);
+        assert!(
+            md.contains("Levels: transport (") && md.contains(" and rpc ("),
+            "{md}"
+        );
+        assert!(
+            md.contains("(epoll transport, raw-tokio, epoll rpc, epoll transport"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_matrix_with_no_column_is_refused_before_any_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = MatrixSpec {
+            workloads: vec![Workload::echo(64, 1, 1)],
+            systems: vec![System::RawTokio],
+            levels: vec![Level::Rpc],
+            repeat: 1,
+            duration_s: 0.0,
+            warmup_s: 0.0,
+            server_threads: 1,
+            client_threads: 1,
+            results_dir: tmp.path().join("r"),
+        };
+        let e = run_matrix(&spec, &Environment::detect(), "rpc-bench").unwrap_err();
+        assert!(matches!(e, BenchError::EmptyMatrix { .. }), "{e}");
+        assert!(e.to_string().contains("raw-tokio at levels rpc"), "{e}");
+        assert!(!spec.results_dir.exists());
     }
 
     #[test]

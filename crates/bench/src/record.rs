@@ -16,7 +16,7 @@ use crate::workload::Workload;
 pub struct Record {
     /// The system that ran: `epoll`, `raw-tokio` (later `io_uring`).
     pub system: String,
-    /// The layer loaded: `transport`.
+    /// The layer loaded: `transport` or `rpc`.
     pub level: Level,
     /// Request body size, in bytes.
     pub payload: usize,
@@ -163,11 +163,16 @@ pub(crate) mod tests {
     use crate::measure::ConnStats;
     use crate::workload::System;
 
-    /// A spec for `w` on `system`, 1 s after 0.5 s of warmup, one thread each side.
+    /// A spec for `w` on `system` at the transport level, 1 s after 0.5 s of warmup, one thread each side.
     pub(crate) fn spec(system: System, w: Workload) -> RunSpec {
+        spec_at(system, Level::Transport, w)
+    }
+
+    /// As [`spec`], at `level`.
+    pub(crate) fn spec_at(system: System, level: Level, w: Workload) -> RunSpec {
         RunSpec {
             system,
-            level: Level::Transport,
+            level,
             workload: w,
             duration_s: 1.0,
             warmup_s: 0.5,
@@ -176,14 +181,19 @@ pub(crate) mod tests {
         }
     }
 
-    /// A record of `requests` requests of 10 µs each (p99 at 20 µs) over 2 s.
+    /// A transport-level record of `requests` requests of 10 µs each (p99 at 20 µs) over 2 s.
     pub(crate) fn record(system: System, w: Workload, requests: u64) -> Record {
+        record_at(system, Level::Transport, w, requests)
+    }
+
+    /// As [`record`], at `level`.
+    pub(crate) fn record_at(system: System, level: Level, w: Workload, requests: u64) -> Record {
         let mut c = ConnStats::default();
         c.latency_us.record_n(10, requests - requests / 50).unwrap();
         c.latency_us.record_n(20, requests / 50).unwrap();
         let mut m = Measurement::merge(system.name(), Duration::from_secs(2), [&c]);
         m.system = system.name().into();
-        Record::new(&spec(system, w), &m, &Environment::detect()).unwrap()
+        Record::new(&spec_at(system, level, w), &m, &Environment::detect()).unwrap()
     }
 
     #[test]
@@ -222,6 +232,13 @@ pub(crate) mod tests {
         assert_eq!(v["system"], "raw-tokio");
         assert_eq!(v["level"], "transport");
         assert_eq!(v["rate"], serde_json::Value::Null);
+        let rpc = record_at(
+            System::Transport(transport::IoMode::Epoll),
+            Level::Rpc,
+            Workload::echo(64, 1, 1),
+            10,
+        );
+        assert_eq!(serde_json::to_value(&rpc).unwrap()["level"], "rpc");
         assert_eq!(v["cpus"]["pinned"], false);
         assert!(v["cpus"]["allowed"].as_array().is_some_and(|a| !a.is_empty()));
         assert!(v["host"]["kernel"].is_string() && v["host"]["cores"].is_u64());

@@ -9,7 +9,7 @@ use crate::error::BenchError;
 use crate::host::Environment;
 use crate::record::Record;
 use crate::workload::{System, Workload};
-use crate::{raw_tokio, transport_load};
+use crate::{raw_tokio, rpc_load, transport_load};
 
 /// The layer a run loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -18,15 +18,24 @@ pub enum Level {
     /// The `Transport` trait: RpcRequest in, RpcResponse out, no RpcEnv.
     #[default]
     Transport,
+    /// The RpcEnv: `RpcEndpointRef::ask` to an endpoint that replies, through
+    /// Outbox, Dispatcher, Inbox and MessageLoop, with rkyv encoding both ways.
+    Rpc,
 }
 
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Transport => "transport",
+            Self::Rpc => "rpc",
         })
     }
 }
+
+/// Bytes a frame may need beyond the workload's larger body: the frame header,
+/// and at the rpc level the envelope (type fingerprint, endpoint name, sender
+/// address) and the rkyv archive's own header.
+pub const FRAME_OVERHEAD: u64 = 1024;
 
 /// Everything that defines one run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +61,7 @@ impl RunSpec {
     /// and a maximum frame size that fits the workload's messages.
     pub fn transport_conf(&self) -> TransportConf {
         let defaults = TransportConf::default();
-        let largest = self.workload.payload.max(self.workload.response) as u64 + 64;
+        let largest = self.workload.payload.max(self.workload.response) as u64 + FRAME_OVERHEAD;
         TransportConf {
             io_mode: match self.system {
                 System::Transport(mode) => mode,
@@ -69,14 +78,23 @@ impl RunSpec {
 /// Runs `spec` and turns its measurement into a [`Record`].
 ///
 /// # Errors
+/// [`BenchError::LevelUnavailable`] for `raw-tokio` at any level but transport,
 /// [`BenchError::Transport`] when the backend cannot run (e.g. `io_uring`),
+/// [`BenchError::Rpc`] when an RpcEnv cannot start or reach its endpoint,
 /// [`BenchError::Io`] when the baseline's sockets or threads fail, and
 /// [`BenchError::NoRequests`] when no request completed while measuring.
 pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
-    tracing::info!(system = %spec.system, workload = %spec.workload, "run");
-    let measurement = match spec.system {
-        System::Transport(_) => transport_load::run(spec.transport_conf(), spec)?,
-        System::RawTokio => raw_tokio::run(spec)?,
+    tracing::info!(system = %spec.system, level = %spec.level, workload = %spec.workload, "run");
+    let measurement = match (spec.system, spec.level) {
+        (System::Transport(_), Level::Transport) => transport_load::run(spec.transport_conf(), spec)?,
+        (System::Transport(_), Level::Rpc) => rpc_load::run(spec)?,
+        (System::RawTokio, Level::Transport) => raw_tokio::run(spec)?,
+        (System::RawTokio, level) => {
+            return Err(BenchError::LevelUnavailable {
+                system: spec.system.to_string(),
+                level,
+            });
+        }
     };
     Record::new(spec, &measurement, env)
 }

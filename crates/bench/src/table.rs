@@ -1,13 +1,15 @@
-//! The matrix summary: medians of repeated runs per workload and system, the
-//! ratio of each system to the raw tokio baseline, rendered for a terminal and
-//! as Markdown.
+//! The matrix summary: medians of repeated runs per workload and column
+//! (system and level), the ratios of the [`Comparison`]s among the columns
+//! (each system over the raw tokio baseline, each system's rpc level over its
+//! transport level), rendered for a terminal and as Markdown.
 
 use comfy_table::{CellAlignment, Table, presets};
 
+use crate::column::{Column, Comparison};
 use crate::record::Record;
 use crate::workload::{System, Workload};
 
-/// Medians of one system's runs of one workload.
+/// Medians of one column's runs of one workload.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cell {
     /// Median requests per second.
@@ -20,22 +22,31 @@ pub struct Cell {
     pub runs: usize,
 }
 
-/// One workload: a cell per system, in the summary's system order (`None` when it has no runs).
+/// One workload: a cell per column, in the summary's column order (`None` when it has no runs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// The workload.
     pub workload: Workload,
-    /// Medians per system.
+    /// Medians per column.
     pub cells: Vec<Option<Cell>>,
 }
 
 /// The table of a matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
-    /// The systems, in column order.
-    pub systems: Vec<System>,
+    /// The columns, in order.
+    pub columns: Vec<Column>,
     /// One row per workload, in matrix order.
     pub rows: Vec<Row>,
+}
+
+/// One comparison's ratios of median req/s, per row (`None` when a side has no runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratios {
+    /// What is compared.
+    pub comparison: Comparison,
+    /// `over / under` per row.
+    pub per_row: Vec<Option<f64>>,
 }
 
 /// The median of `values` (mean of the middle two for an even count); `None` when empty.
@@ -55,18 +66,20 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
 }
 
 impl Summary {
-    /// Groups `records` by workload and system and takes medians.
-    pub fn new(systems: &[System], workloads: &[Workload], records: &[Record]) -> Self {
+    /// Groups `records` by workload and column (system and level) and takes medians.
+    pub fn new(columns: &[Column], workloads: &[Workload], records: &[Record]) -> Self {
         let rows = workloads
             .iter()
             .map(|&workload| Row {
                 workload,
-                cells: systems
+                cells: columns
                     .iter()
-                    .map(|s| {
+                    .map(|c| {
                         let runs: Vec<&Record> = records
                             .iter()
-                            .filter(|r| r.workload() == workload && r.system == resolved_name(*s))
+                            .filter(|r| {
+                                r.workload() == workload && r.level == c.level && ran_as(c.system, &r.system)
+                            })
                             .collect();
                         let med = |f: fn(&Record) -> f64| median(runs.iter().map(|r| f(r)).collect());
                         Some(Cell {
@@ -80,29 +93,26 @@ impl Summary {
             })
             .collect();
         Self {
-            systems: systems.to_vec(),
+            columns: columns.to_vec(),
             rows,
         }
     }
 
-    /// Index of the baseline column (`raw-tokio`), if it ran.
-    fn baseline(&self) -> Option<usize> {
-        self.systems.iter().position(|s| *s == System::RawTokio)
-    }
-
-    /// For each system other than the baseline: its median req/s over the baseline's, per row.
-    pub fn ratios(&self) -> Vec<(System, Vec<Option<f64>>)> {
-        let Some(b) = self.baseline() else {
-            return Vec::new();
-        };
-        (0..self.systems.len())
-            .filter(|&i| i != b)
-            .map(|i| {
-                let per_row = self.rows.iter().map(|row| match (row.cells[i], row.cells[b]) {
+    /// The ratios of median req/s of every [`Comparison`] among the columns, per row.
+    pub fn ratios(&self) -> Vec<Ratios> {
+        let index = |c: Column| self.columns.iter().position(|x| *x == c);
+        Comparison::among(&self.columns)
+            .into_iter()
+            .filter_map(|comparison| {
+                let (o, u) = (index(comparison.over)?, index(comparison.under)?);
+                let per_row = self.rows.iter().map(|row| match (row.cells[o], row.cells[u]) {
                     (Some(x), Some(y)) => ratio(x.rps, y.rps),
                     _ => None,
                 });
-                (self.systems[i], per_row.collect())
+                Some(Ratios {
+                    comparison,
+                    per_row: per_row.collect(),
+                })
             })
             .collect()
     }
@@ -111,14 +121,13 @@ impl Summary {
         let mut t = Table::new();
         t.load_preset(preset);
         let mut header = vec!["workload".to_string()];
-        for s in &self.systems {
-            header.push(format!("{s} req/s"));
-            header.push(format!("{s} p50/p99 µs"));
+        for c in &self.columns {
+            header.push(format!("{c} req/s"));
+            header.push(format!("{c} p50/p99 µs"));
         }
         let ratios = self.ratios();
-        let baseline = self.baseline().map(|b| self.systems[b]);
-        for (s, _) in &ratios {
-            header.push(format!("{s} / {}", baseline.map_or("", System::name)));
+        for r in &ratios {
+            header.push(r.comparison.to_string());
         }
         t.set_header(header);
         for (r, row) in self.rows.iter().enumerate() {
@@ -132,8 +141,8 @@ impl Summary {
                     None => cells.extend(["-".to_string(), "-".to_string()]),
                 }
             }
-            for (_, per_row) in &ratios {
-                cells.push(per_row[r].map_or("-".into(), |x| format!("{x:.2}×")));
+            for ratios in &ratios {
+                cells.push(ratios.per_row[r].map_or("-".into(), |x| format!("{x:.2}×")));
             }
             t.add_row(cells);
         }
@@ -154,18 +163,20 @@ impl Summary {
     }
 }
 
-/// The `system` field a record of `s` carries (`auto` runs as `epoll`).
-fn resolved_name(s: System) -> &'static str {
+/// Whether a record whose `system` field is `name` is a run of `s`: `auto`
+/// runs as whichever backend `rpc::create_transport` picked (`epoll` or `io_uring`).
+fn ran_as(s: System, name: &str) -> bool {
     match s {
-        System::Transport(transport::IoMode::Auto) => "epoll",
-        other => other.name(),
+        System::Transport(transport::IoMode::Auto) => name != System::RawTokio.name(),
+        other => other.name() == name,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::tests::record;
+    use crate::record::tests::{record, record_at};
+    use crate::run::Level;
     use transport::IoMode;
 
     const EPOLL: System = System::Transport(IoMode::Epoll);
@@ -177,6 +188,10 @@ mod tests {
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(ratio(3.0, 2.0), Some(1.5));
         assert_eq!(ratio(1.0, 0.0), None);
+    }
+
+    fn col(system: System, level: Level) -> Column {
+        Column::new(system, level)
     }
 
     #[test]
@@ -191,20 +206,26 @@ mod tests {
             record(System::RawTokio, a, 3000),
             record(EPOLL, b, 500),
         ];
-        let s = Summary::new(&[EPOLL, System::RawTokio], &[a, b], &records);
+        let columns = [
+            col(EPOLL, Level::Transport),
+            col(System::RawTokio, Level::Transport),
+        ];
+        let s = Summary::new(&columns, &[a, b], &records);
         let cell = s.rows[0].cells[0].unwrap();
         assert_eq!(
             (cell.rps, cell.p50_us, cell.p99_us, cell.runs),
             (1000.0, 10.0, 20.0, 3)
         );
         assert_eq!(s.rows[1].cells[1], None);
-        assert_eq!(s.ratios(), vec![(EPOLL, vec![Some(1000.0 / 1500.0), None])]);
+        let ratios = s.ratios();
+        assert_eq!(ratios.len(), 1);
+        assert_eq!(ratios[0].per_row, vec![Some(1000.0 / 1500.0), None]);
 
         let md = s.render_markdown();
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(lines.len(), 4, "{md}");
         assert!(
-            lines[0].contains("epoll req/s") && lines[0].contains("epoll / raw-tokio"),
+            lines[0].contains("epoll transport req/s") && lines[0].contains("epoll / raw-tokio"),
             "{md}"
         );
         assert!(lines[1].starts_with("|-"), "{md}");
@@ -218,9 +239,53 @@ mod tests {
     }
 
     #[test]
+    fn rpc_level_is_its_own_column_with_its_cost_over_transport() {
+        let a = Workload::echo(64, 1, 64);
+        let records = vec![
+            record(EPOLL, a, 4000),
+            record(System::RawTokio, a, 5000),
+            record_at(EPOLL, Level::Rpc, a, 1000),
+            record(EPOLL, a, 4000),
+            record(System::RawTokio, a, 5000),
+            record_at(EPOLL, Level::Rpc, a, 3000),
+        ];
+        let columns = Column::matrix(&[EPOLL, System::RawTokio], &[Level::Transport, Level::Rpc]);
+        let s = Summary::new(&columns, &[a], &records);
+        let rps: Vec<f64> = s.rows[0].cells.iter().map(|c| c.unwrap().rps).collect();
+        // Levels are not mixed up: the transport column has only transport runs.
+        assert_eq!(rps, [2000.0, 2500.0, 1000.0]);
+        let ratios = s.ratios();
+        let labels: Vec<String> = ratios.iter().map(|r| r.comparison.to_string()).collect();
+        assert_eq!(labels, ["epoll / raw-tokio", "epoll rpc / transport"]);
+        assert_eq!(ratios[0].per_row, [Some(0.8)]);
+        assert_eq!(ratios[1].per_row, [Some(0.5)]);
+        let md = s.render_markdown();
+        let header = md.lines().next().unwrap();
+        for needle in [
+            "epoll transport req/s",
+            "raw-tokio p50/p99 µs",
+            "epoll rpc req/s",
+            "epoll rpc p50/p99 µs",
+            "epoll rpc / transport",
+        ] {
+            assert!(header.contains(needle), "{needle:?} not in {header}");
+        }
+        assert!(!header.contains("raw-tokio transport"), "{header}");
+        assert!(md.lines().nth(2).unwrap().contains("0.50×"), "{md}");
+    }
+
+    #[test]
+    fn auto_matches_the_backend_it_resolved_to() {
+        assert!(ran_as(System::Transport(IoMode::Auto), "epoll"));
+        assert!(ran_as(System::Transport(IoMode::Auto), "io_uring"));
+        assert!(!ran_as(System::Transport(IoMode::Auto), "raw-tokio"));
+        assert!(!ran_as(EPOLL, "io_uring"));
+    }
+
+    #[test]
     fn no_baseline_no_ratio_column() {
         let a = Workload::echo(64, 1, 1);
-        let s = Summary::new(&[EPOLL], &[a], &[record(EPOLL, a, 100)]);
+        let s = Summary::new(&[col(EPOLL, Level::Transport)], &[a], &[record(EPOLL, a, 100)]);
         assert!(s.ratios().is_empty());
         assert!(!s.render_markdown().contains(" / raw-tokio"));
     }

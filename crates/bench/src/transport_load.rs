@@ -10,7 +10,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use transport::{Transport, TransportClient, TransportConf, TransportError, TransportHandler};
 
-use crate::backend::create_transport;
 use crate::error::BenchError;
 use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, Phase, SharedStats, wait_until};
 use crate::run::RunSpec;
@@ -92,13 +91,14 @@ fn on_response(load: Arc<ConnLoad>, sent: Instant, result: Result<Bytes, Transpo
     }
 }
 
-/// Runs `spec` on the backend of `spec.system`'s IO mode and shuts it down.
+/// Runs `spec` on the backend of `spec.system`'s IO mode (chosen by
+/// [`rpc::create_transport`], as an RpcEnv would) and shuts it down.
 ///
 /// # Errors
 /// [`BenchError::Transport`] when the backend cannot be built (e.g. `io_uring`),
 /// cannot bind, or a connection cannot be made.
 pub fn run(conf: TransportConf, spec: &RunSpec) -> Result<Measurement, BenchError> {
-    let transport = create_transport(conf)?;
+    let transport = rpc::create_transport(&conf)?;
     let result = drive(transport.as_ref(), spec);
     transport.shutdown();
     result

@@ -68,9 +68,9 @@ impl fmt::Display for Workload {
 
 /// Formats a byte count the way the matrix names sizes: `64 B`, `4 KiB`, `1 MiB`, `1500 B`.
 pub fn format_bytes(bytes: usize) -> String {
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} B")

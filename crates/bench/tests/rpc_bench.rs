@@ -43,13 +43,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs one `run --json` and checks it printed exactly one complete, error-free record.
-fn one_json_run(system_args: &[&str], system: &str) -> Value {
+/// Runs one `run --json` at `level` and checks it printed exactly one complete, error-free record.
+fn one_json_run(system_args: &[&str], system: &str, level: &str) -> Value {
     let mut args = vec!["run"];
     args.extend_from_slice(system_args);
     args.extend([
         "--level",
-        "transport",
+        level,
         "--payload",
         "64",
         "--inflight",
@@ -70,7 +70,7 @@ fn one_json_run(system_args: &[&str], system: &str) -> Value {
         assert!(v.get(f).is_some(), "missing `{f}` in {v}");
     }
     assert_eq!(v["system"], system);
-    assert_eq!(v["level"], "transport");
+    assert_eq!(v["level"], level);
     assert_eq!(
         (v["payload"].as_u64(), v["response"].as_u64()),
         (Some(64), Some(64))
@@ -94,32 +94,84 @@ fn one_json_run(system_args: &[&str], system: &str) -> Value {
 
 #[test]
 fn epoll_run_prints_one_json_record() {
-    one_json_run(&["--io-mode", "epoll"], "epoll");
+    one_json_run(&["--io-mode", "epoll"], "epoll", "transport");
 }
 
 #[test]
 fn raw_tokio_run_prints_one_json_record() {
-    one_json_run(&["--baseline", "raw-tokio"], "raw-tokio");
+    one_json_run(&["--baseline", "raw-tokio"], "raw-tokio", "transport");
 }
 
 #[test]
-fn io_uring_fails_clearly() {
+fn epoll_rpc_run_prints_one_json_record() {
+    one_json_run(&["--io-mode", "epoll"], "epoll", "rpc");
+}
+
+#[test]
+fn rpc_level_with_several_client_envs() {
     let out = rpc_bench(&[
         "run",
         "--io-mode",
-        "io_uring",
+        "epoll",
+        "--level",
+        "rpc",
+        "--conns",
+        "4",
+        "--inflight",
+        "2",
         "--duration",
-        "0.1",
+        "0.2",
         "--warmup",
-        "0",
+        "0.05",
+        "--json",
     ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!((v["level"].as_str(), v["conns"].as_u64()), (Some("rpc"), Some(4)));
+    assert_eq!(v["inflight"], 2);
+    assert!(v["requests"].as_u64().unwrap() > 0 && v["errors"] == 0, "{v}");
+}
+
+#[test]
+fn raw_tokio_has_no_rpc_level() {
+    let out = rpc_bench(&["run", "--baseline", "raw-tokio", "--level", "rpc"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("io_uring backend not available yet; use --io-mode epoll"),
+        stderr.contains("raw-tokio has only the transport level"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn io_uring_unavailable_fails_clearly() {
+    for level in ["transport", "rpc"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
+            .args([
+                "run",
+                "--io-mode",
+                "io_uring",
+                "--level",
+                level,
+                "--duration",
+                "0.1",
+                "--warmup",
+                "0",
+            ])
+            // Where the kernel has io_uring, this makes its probe fail, as it would under seccomp.
+            .env("RPC_IO_URING_FORCE_UNAVAILABLE", "1")
+            .output()
+            .expect("rpc-bench starts");
+        assert!(!out.status.success(), "{level}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("io_uring") && stderr.contains("not available"),
+            "{level}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{level}");
+    }
 }
 
 #[test]
@@ -162,10 +214,16 @@ fn matrix_writes_runs_and_summary() {
     ]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "matrix failed: {stderr}");
-    assert!(
-        stdout.contains("epoll req/s") && stdout.contains("epoll / raw-tokio"),
-        "{stdout}"
-    );
+    for needle in [
+        "epoll transport req/s",
+        "raw-tokio req/s",
+        "epoll rpc req/s",
+        "epoll rpc p50/p99 µs",
+        "epoll / raw-tokio",
+        "epoll rpc / transport",
+    ] {
+        assert!(stdout.contains(needle), "no {needle:?} in {stdout}");
+    }
     assert!(stdout.contains("64 B, 256 conns × 1 in flight"), "{stdout}");
 
     let folders: Vec<_> = std::fs::read_dir(tmp.path())
@@ -175,9 +233,17 @@ fn matrix_writes_runs_and_summary() {
     assert_eq!(folders.len(), 1, "{folders:?}");
     let runs = std::fs::read_to_string(folders[0].join("runs.jsonl")).unwrap();
     let records: Vec<Value> = runs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 10, "{runs}");
-    let systems: Vec<&str> = records.iter().map(|r| r["system"].as_str().unwrap()).collect();
-    assert_eq!(systems[..4], ["epoll", "raw-tokio", "epoll", "raw-tokio"]);
+    assert_eq!(records.len(), 15, "{runs}");
+    let columns: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r["system"].as_str().unwrap(), r["level"].as_str().unwrap()))
+        .collect();
+    let abc = [
+        ("epoll", "transport"),
+        ("raw-tokio", "transport"),
+        ("epoll", "rpc"),
+    ];
+    assert_eq!(columns[..6], [abc, abc].concat());
     for r in &records {
         assert!(r["requests"].as_u64().unwrap() > 0 && r["errors"] == 0, "{r}");
     }
@@ -188,6 +254,8 @@ fn matrix_writes_runs_and_summary() {
         "Machine:",
         "Placement:",
         "| workload",
+        "Levels: transport (",
+        " and rpc (",
         "medians of 1 interleaved runs",
     ] {
         assert!(

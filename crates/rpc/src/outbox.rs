@@ -24,19 +24,27 @@ pub(crate) enum OutboxMessage {
     Rpc(Bytes, RpcResponseCallback),
 }
 
+/// A message the connection refused, to fail once the outbox's lock is released
+/// (its callback may send again through this outbox).
+pub(crate) struct Refused(OutboxMessage, TransportError);
+
+impl Refused {
+    fn fail(self, address: &RpcAddress) {
+        self.0.fail(address, &self.1);
+    }
+}
+
 impl OutboxMessage {
-    fn send_with(self, client: &TransportClient) {
+    /// Hands the message to `client`'s send queue; on refusal gives it back.
+    fn send_with(self, client: &TransportClient) -> Result<(), Refused> {
         match self {
-            Self::OneWay(body) => {
-                if let Err(e) = client.send_one_way(body) {
-                    tracing::warn!(peer = %client.peer_addr(), error = %e, "a one-way message could not be sent");
-                }
-            }
-            Self::Rpc(body, callback) => {
-                if let Err((e, callback)) = client.send_rpc_boxed(body, callback) {
-                    callback(Err(e));
-                }
-            }
+            Self::OneWay(body) => client
+                .send_one_way(body.clone())
+                .map_err(|e| Refused(Self::OneWay(body), e)),
+            Self::Rpc(body, callback) => client
+                .send_rpc_boxed(body.clone(), callback)
+                .map(drop)
+                .map_err(|(e, callback)| Refused(Self::Rpc(body, callback), e)),
         }
     }
 
@@ -94,8 +102,13 @@ impl Outbox {
         if let Some(client) = st.client.as_ref().filter(|c| c.is_active())
             && st.queue.is_empty()
         {
-            // Sent under the lock so that a message never overtakes one queued before it.
-            msg.send_with(client);
+            // Sent under the lock so that a message never overtakes one queued before it;
+            // a refusal is reported after the lock is released.
+            let sent = msg.send_with(client);
+            drop(st);
+            if let Err(refused) = sent {
+                refused.fail(&self.address);
+            }
             return;
         }
         st.client = None;
@@ -144,10 +157,16 @@ impl Outbox {
                     self.fail_queued(&TransportError::Shutdown);
                     return;
                 }
-                for msg in st.queue.drain(..) {
-                    msg.send_with(&client);
-                }
+                let refused: Vec<Refused> = st
+                    .queue
+                    .drain(..)
+                    .filter_map(|msg| msg.send_with(&client).err())
+                    .collect();
                 st.client = Some(client);
+                drop(st);
+                for r in refused {
+                    r.fail(&self.address);
+                }
             }
             Err(e) => {
                 tracing::warn!(address = %self.address, error = %e, "connecting failed; queued messages fail");

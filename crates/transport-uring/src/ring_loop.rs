@@ -253,11 +253,11 @@ impl EventLoop {
 
     /// Queues `key` to be flushed (and its recv armed) before the next submit.
     pub(crate) fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(key);
         }
     }
 

@@ -83,10 +83,8 @@ impl FrameSink for SinkHandle {
         st.queue.push_back(frame);
         let schedule = !std::mem::replace(&mut st.scheduled, true);
         drop(st);
-        if schedule {
-            if let Some(home) = sink.home.upgrade() {
-                home.send(Command::Flush(sink.key, sink.id));
-            }
+        if schedule && let Some(home) = sink.home.upgrade() {
+            home.send(Command::Flush(sink.key, sink.id));
         }
         Ok(())
     }

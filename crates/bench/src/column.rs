@@ -1,0 +1,159 @@
+//! A column of the matrix: a system loaded at one level (`epoll transport`,
+//! `raw-tokio`, `epoll rpc`), and which pairs of columns the table compares.
+
+use std::fmt;
+
+use crate::run::Level;
+use crate::workload::System;
+
+/// One system at one level: a column of the matrix table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Column {
+    /// What runs.
+    pub system: System,
+    /// Which layer is loaded.
+    pub level: Level,
+}
+
+impl Column {
+    /// `system` at `level`.
+    pub fn new(system: System, level: Level) -> Self {
+        Self { system, level }
+    }
+
+    /// Whether `system` can run at `level`: `raw-tokio` has only the transport level.
+    pub fn supported(system: System, level: Level) -> bool {
+        !(system == System::RawTokio && level != Level::Transport)
+    }
+
+    /// The columns of a matrix, level by level, systems in the given order
+    /// within each level, skipping unsupported pairs: `epoll,raw-tokio` ×
+    /// `transport,rpc` gives `epoll transport`, `raw-tokio`, `epoll rpc`.
+    pub fn matrix(systems: &[System], levels: &[Level]) -> Vec<Column> {
+        let mut columns = Vec::new();
+        for &level in levels {
+            for &system in systems {
+                let c = Column::new(system, level);
+                if Self::supported(system, level) && !columns.contains(&c) {
+                    columns.push(c);
+                }
+            }
+        }
+        columns
+    }
+
+    /// Whether this is the baseline column (`raw-tokio`, at the transport level).
+    pub fn is_baseline(self) -> bool {
+        self.system == System::RawTokio
+    }
+}
+
+impl fmt::Display for Column {
+    /// `epoll transport`, `epoll rpc`; the baseline, with one level only, is just `raw-tokio`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_baseline() {
+            write!(f, "{}", self.system)
+        } else {
+            write!(f, "{} {}", self.system, self.level)
+        }
+    }
+}
+
+/// A comparison the table shows as a ratio of median req/s: `over / under`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Comparison {
+    /// The numerator's column.
+    pub over: Column,
+    /// The denominator's column.
+    pub under: Column,
+}
+
+impl Comparison {
+    /// The comparisons among `columns`, in this order: each transport-level
+    /// system over the baseline (`epoll / raw-tokio`, what the transport costs
+    /// against hand-written tokio), then each system's rpc level over its
+    /// transport level (`epoll rpc / transport`, what the RPC layer costs).
+    /// A comparison is listed only when both its columns are present.
+    pub fn among(columns: &[Column]) -> Vec<Comparison> {
+        let mut out = Vec::new();
+        if let Some(&base) = columns.iter().find(|c| c.is_baseline()) {
+            out.extend(
+                columns
+                    .iter()
+                    .filter(|c| !c.is_baseline() && c.level == base.level)
+                    .map(|&over| Comparison { over, under: base }),
+            );
+        }
+        for &over in columns.iter().filter(|c| c.level == Level::Rpc) {
+            let under = Column::new(over.system, Level::Transport);
+            if columns.contains(&under) {
+                out.push(Comparison { over, under });
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Comparison {
+    /// `epoll / raw-tokio` for two systems at one level; `epoll rpc / transport` for one system at two levels.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (o, u) = (self.over, self.under);
+        if o.system == u.system {
+            write!(f, "{} {} / {}", o.system, o.level, u.level)
+        } else if o.level == u.level {
+            write!(f, "{} / {}", o.system, u.system)
+        } else {
+            write!(f, "{o} / {u}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use transport::IoMode;
+
+    const EPOLL: System = System::Transport(IoMode::Epoll);
+    const URING: System = System::Transport(IoMode::IoUring);
+
+    #[test]
+    fn default_columns_are_transport_then_rpc_without_raw_tokio_rpc() {
+        let cols = Column::matrix(&[EPOLL, System::RawTokio], &[Level::Transport, Level::Rpc]);
+        let names: Vec<String> = cols.iter().map(Column::to_string).collect();
+        assert_eq!(names, ["epoll transport", "raw-tokio", "epoll rpc"]);
+        assert!(Column::matrix(&[System::RawTokio], &[Level::Rpc]).is_empty());
+        assert_eq!(
+            Column::matrix(&[EPOLL, EPOLL], &[Level::Rpc, Level::Rpc]),
+            [Column::new(EPOLL, Level::Rpc)]
+        );
+        assert!(!Column::supported(System::RawTokio, Level::Rpc));
+        assert!(Column::supported(EPOLL, Level::Rpc));
+    }
+
+    #[test]
+    fn comparisons_are_against_the_baseline_then_rpc_over_transport() {
+        let cols = Column::matrix(&[EPOLL, System::RawTokio, URING], &[Level::Transport, Level::Rpc]);
+        let labels: Vec<String> = Comparison::among(&cols)
+            .iter()
+            .map(Comparison::to_string)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "epoll / raw-tokio",
+                "io_uring / raw-tokio",
+                "epoll rpc / transport",
+                "io_uring rpc / transport"
+            ]
+        );
+        // No baseline: only rpc / transport; rpc alone: nothing to compare.
+        let cols = Column::matrix(&[EPOLL], &[Level::Transport, Level::Rpc]);
+        assert_eq!(Comparison::among(&cols).len(), 1);
+        assert!(Comparison::among(&Column::matrix(&[EPOLL], &[Level::Rpc])).is_empty());
+        let odd = Comparison {
+            over: Column::new(URING, Level::Rpc),
+            under: Column::new(EPOLL, Level::Transport),
+        };
+        assert_eq!(odd.to_string(), "io_uring rpc / epoll transport");
+    }
+}
