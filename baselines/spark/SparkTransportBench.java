@@ -265,14 +265,26 @@ public final class SparkTransportBench {
       Arrays.sort(all, 0, at);
       double sum = 0;
       for (int i = 0; i < at; i++) sum += all[i];
+      // Every latency as (µs, count) pairs, so rpc-bench rebuilds the exact histogram.
+      StringBuilder counts = new StringBuilder("[");
+      for (int i = 0; i < at; ) {
+        long us = all[i] / 1000;
+        int j = i;
+        while (j < at && all[j] / 1000 == us) j++;
+        if (counts.length() > 1) counts.append(',');
+        counts.append('[').append(us).append(',').append(j - i).append(']');
+        i = j;
+      }
+      counts.append(']');
       return String.format(
           "{\"requests\":%d,\"errors\":%d,\"mismatches\":%d,\"duration_s\":%.6f,"
               + "\"p50_us\":%d,\"p90_us\":%d,\"p99_us\":%d,\"p999_us\":%d,\"max_us\":%d,\"mean_us\":%.3f,"
-              + "\"io_mode\":\"%s\",\"spark_version\":\"%s\"}",
+              + "\"io_mode\":\"%s\",\"spark_version\":\"%s\",\"latency_us\":%s}",
           at, errors.get(), mismatches.get(), elapsed,
           pct(all, at, 0.50), pct(all, at, 0.90), pct(all, at, 0.99), pct(all, at, 0.999),
           at == 0 ? 0 : all[at - 1] / 1000, at == 0 ? 0.0 : sum / at / 1000.0,
-          o.ioMode, org.apache.spark.network.TransportContext.class.getPackage().getImplementationVersion());
+          o.ioMode, org.apache.spark.network.TransportContext.class.getPackage().getImplementationVersion(),
+          counts);
     }
 
     static long pct(long[] sorted, int n, double q) {
