@@ -172,6 +172,10 @@ impl EventLoop {
             } else {
                 self.place(key, stream);
             }
+        } else if l.server.closed.load(Ordering::Acquire) {
+            // `close` shut the listening socket down from another thread before this
+            // loop saw it (the accept then ends with EINVAL): not an error.
+            l.closing = true;
         } else if !l.closing {
             let err = std::io::Error::from_raw_os_error(-c.result);
             tracing::warn!(addr = %l.server.local_addr, error = %err, "accept failed; retrying");
