@@ -16,7 +16,7 @@
 //!   loop thread, which refuses further sends, fails outstanding RPCs, and
 //!   calls `channel_inactive`, exactly once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,8 +27,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use transport::{
-    BufferPool, ConnectionId, EncodedFrame, FrameDecoder, FrameSink, MAX_IOV, TransportClient,
-    TransportError, TransportHandler, WriteQueue,
+    BufferPool, ConnectionId, ConnectionRegistry, EncodedFrame, FrameDecoder, FrameSink, MAX_IOV,
+    TransportClient, TransportError, TransportHandler, WriteQueue,
 };
 
 /// Smallest and largest read buffer, in bytes.
@@ -39,9 +39,6 @@ const INITIAL_READ: usize = 8 << 10;
 const DIRECT_READ_MIN: usize = 16 << 10;
 /// Slices per vectored write.
 const IOV_PER_WRITE: usize = if MAX_IOV < 64 { MAX_IOV } else { 64 };
-
-/// Live connections by id, so that a server or the transport can close them.
-pub(crate) type Registry = Arc<Mutex<HashMap<ConnectionId, TransportClient>>>;
 
 #[derive(Default)]
 struct SinkState {
@@ -118,7 +115,7 @@ struct ConnectionGuard {
     sink: Arc<EpollSink>,
     client: TransportClient,
     handler: Arc<dyn TransportHandler>,
-    registries: Vec<Registry>,
+    registries: Vec<ConnectionRegistry>,
 }
 
 impl Drop for ConnectionGuard {
@@ -126,9 +123,7 @@ impl Drop for ConnectionGuard {
         self.sink.mark_closed("connection closed");
         let reason = self.sink.state().reason.clone().unwrap_or_default();
         for r in &self.registries {
-            r.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&self.client.id());
+            r.remove(self.client.id());
         }
         self.client.connection_closed(&reason);
         self.handler.channel_inactive(&self.client);
@@ -141,7 +136,7 @@ pub(crate) struct ConnectionParams {
     pub(crate) max_frame_size: u64,
     pub(crate) pool: BufferPool,
     pub(crate) handler: Arc<dyn TransportHandler>,
-    pub(crate) registries: Vec<Registry>,
+    pub(crate) registries: Vec<ConnectionRegistry>,
 }
 
 /// Starts serving `stream` on the current event loop (call from a task on it):
@@ -164,9 +159,7 @@ pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<T
         Box::new(SinkHandle(sink.clone())),
     );
     for r in &p.registries {
-        r.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p.id, client.clone());
+        r.insert(&client);
     }
     let (rd, wr) = stream.into_split();
     p.handler.channel_active(&client);

@@ -42,7 +42,6 @@ mod event_loop;
 mod server;
 mod socket;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -50,11 +49,11 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use transport::{
-    BufferPool, ConnectionId, IoMode, Transport, TransportClient, TransportConf, TransportError,
-    TransportHandler, TransportServer,
+    BufferPool, ConnectionId, ConnectionRegistry, IoMode, Transport, TransportClient, TransportConf,
+    TransportError, TransportHandler, TransportServer,
 };
 
-use crate::connection::{ConnectionParams, Registry};
+use crate::connection::ConnectionParams;
 use crate::event_loop::EventLoopGroup;
 use crate::server::{EpollServer, ServerHandle};
 
@@ -67,7 +66,7 @@ pub struct EpollTransport {
     pool: BufferPool,
     server_group: Mutex<Option<Arc<EventLoopGroup>>>,
     client_group: Mutex<Option<Arc<EventLoopGroup>>>,
-    connections: Registry,
+    connections: ConnectionRegistry,
     servers: Mutex<Vec<Arc<EpollServer>>>,
     ids: Arc<AtomicU64>,
     shut_down: AtomicBool,
@@ -106,7 +105,7 @@ impl EpollTransport {
             pool,
             server_group: Mutex::new(None),
             client_group: Mutex::new(None),
-            connections: Arc::new(Mutex::new(HashMap::new())),
+            connections: ConnectionRegistry::new(),
             servers: Mutex::new(Vec::new()),
             ids: Arc::new(AtomicU64::new(0)),
             shut_down: AtomicBool::new(false),
@@ -115,7 +114,7 @@ impl EpollTransport {
 
     /// Connections open now, accepted and outgoing.
     pub fn connection_count(&self) -> usize {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.connections.len()
     }
 
     fn group(&self, server: bool, addr: SocketAddr) -> Result<Arc<EventLoopGroup>, TransportError> {
@@ -149,7 +148,7 @@ impl EpollTransport {
         &self,
         id: ConnectionId,
         handler: Arc<dyn TransportHandler>,
-        extra: Option<Registry>,
+        extra: Option<ConnectionRegistry>,
     ) -> ConnectionParams {
         let mut registries = vec![self.connections.clone()];
         registries.extend(extra);
@@ -280,16 +279,7 @@ impl Transport for EpollTransport {
         for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             server.close();
         }
-        let conns: Vec<_> = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in conns {
-            c.close();
-        }
+        self.connections.close_all();
         for slot in [&self.server_group, &self.client_group] {
             if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 group.shutdown();

@@ -2,7 +2,6 @@
 //! server event loop and hands each accepted connection to the next loop of
 //! the group (Netty's boss / worker split, with one group).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,9 +9,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
-use transport::{ConnectionId, TransportServer};
+use transport::{ConnectionId, ConnectionRegistry, TransportServer};
 
-use crate::connection::Registry;
 use crate::event_loop::EventLoopGroup;
 
 /// A bound server; closing it stops accepting and closes what it accepted.
@@ -23,7 +21,7 @@ pub(crate) struct EpollServer {
     pub(crate) listener_closed: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// The loops the accept task may run on (close cannot wait for it from there).
     pub(crate) group: Arc<EventLoopGroup>,
-    pub(crate) connections: Registry,
+    pub(crate) connections: ConnectionRegistry,
     pub(crate) closed: AtomicBool,
 }
 
@@ -34,7 +32,7 @@ impl EpollServer {
             accept: Mutex::new(None),
             listener_closed: Mutex::new(None),
             group,
-            connections: Arc::new(Mutex::new(HashMap::new())),
+            connections: ConnectionRegistry::new(),
             closed: AtomicBool::new(false),
         })
     }
@@ -73,16 +71,7 @@ impl EpollServer {
         {
             let _ = closed.recv_timeout(Duration::from_secs(5));
         }
-        let conns: Vec<_> = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in conns {
-            c.close();
-        }
+        self.connections.close_all();
     }
 }
 

@@ -14,30 +14,27 @@
 //!   operations are cancelled, and the socket is closed once the last of their
 //!   CQEs is in, so no operation ever sees a reused descriptor.
 
-use std::collections::HashMap;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use io_uring::{opcode, types};
 use transport::{
-    BufferPool, ConnectionId, FrameDecoder, TransportClient, TransportError, TransportHandler, WriteQueue,
+    BufferPool, ConnectionId, ConnectionRegistry, FrameDecoder, TransportClient, TransportError,
+    TransportHandler, WriteQueue,
 };
 
 use crate::ops::{Completion, Op};
 use crate::ring_loop::{Adopt, EventLoop};
 use crate::sink::{SinkHandle, SinkShared};
 
-/// Live connections by id, so that a server or the transport can close them.
-pub(crate) type Registry = Arc<Mutex<HashMap<ConnectionId, TransportClient>>>;
-
 /// Everything a new connection needs; built by the server or the connector.
 pub(crate) struct ConnectionParams {
     pub(crate) id: ConnectionId,
     pub(crate) pool: BufferPool,
     pub(crate) handler: Arc<dyn TransportHandler>,
-    pub(crate) registries: Vec<Registry>,
+    pub(crate) registries: Vec<ConnectionRegistry>,
 }
 
 /// A connection's state on its loop.
@@ -58,7 +55,7 @@ pub(crate) struct Connection {
     pub(crate) send: Option<usize>,
     pub(crate) dirty: bool,
     pub(crate) closing: bool,
-    registries: Vec<Registry>,
+    registries: Vec<ConnectionRegistry>,
 }
 
 impl EventLoop {
@@ -103,9 +100,7 @@ impl EventLoop {
         let max = self.conf.transport.max_frame_size;
         let client = TransportClient::new(p.id, local, peer, max, Box::new(SinkHandle(sink.clone())));
         for r in &p.registries {
-            r.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(p.id, client.clone());
+            r.insert(&client);
         }
         entry.insert(Connection {
             id: p.id,
@@ -284,7 +279,7 @@ impl EventLoop {
             .sink
             .mark_closed(reason.as_deref().unwrap_or("closed locally"));
         for r in &conn.registries {
-            r.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn.id);
+            r.remove(conn.id);
         }
         conn.client.connection_closed(&reason);
         conn.handler.channel_inactive(&conn.client);

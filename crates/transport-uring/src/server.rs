@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use io_uring::{opcode, types};
-use transport::{BufferPool, ConnectionId, TransportConf, TransportHandler, TransportServer};
+use transport::{
+    BufferPool, ConnectionId, ConnectionRegistry, TransportConf, TransportHandler, TransportServer,
+};
 
-use crate::connection::{ConnectionParams, Registry};
+use crate::connection::ConnectionParams;
 use crate::group::LoopHandle;
 use crate::ops::{Completion, Op};
 use crate::ring_loop::{Adopt, Command, EventLoop};
@@ -22,7 +24,7 @@ const ACCEPT_BACKOFF_NS: u32 = 10_000_000;
 /// What a server shares between its handle, the transport and its loop.
 pub(crate) struct ServerShared {
     pub(crate) local_addr: SocketAddr,
-    pub(crate) connections: Registry,
+    pub(crate) connections: ConnectionRegistry,
     closed: AtomicBool,
     /// The listening socket, until `close` shuts it down; the loop holds it too
     /// until its accept has completed, so the descriptor is never reused early.
@@ -38,7 +40,7 @@ impl ServerShared {
     ) -> Arc<Self> {
         Arc::new(Self {
             local_addr,
-            connections: Arc::default(),
+            connections: ConnectionRegistry::new(),
             closed: AtomicBool::new(false),
             listener: Mutex::new(Some(listener)),
             home,
@@ -59,16 +61,7 @@ impl ServerShared {
         if let Some(home) = self.home.upgrade() {
             home.send(Command::StopListen(self.clone()));
         }
-        let conns: Vec<_> = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in conns {
-            c.close();
-        }
+        self.connections.close_all();
     }
 }
 
@@ -90,7 +83,7 @@ pub(crate) struct Listen {
     pub(crate) listener: Arc<TcpListener>,
     pub(crate) server: Arc<ServerShared>,
     pub(crate) handler: Arc<dyn TransportHandler>,
-    pub(crate) registries: Vec<Registry>,
+    pub(crate) registries: Vec<ConnectionRegistry>,
     pub(crate) ids: Arc<AtomicU64>,
     pub(crate) pool: BufferPool,
     pub(crate) conf: TransportConf,

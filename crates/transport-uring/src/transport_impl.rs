@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use transport::{
-    BufferPool, ConnectionId, IoMode, Transport, TransportClient, TransportConf, TransportError,
-    TransportHandler, TransportServer,
+    BufferPool, ConnectionId, ConnectionRegistry, IoMode, Transport, TransportClient, TransportConf,
+    TransportError, TransportHandler, TransportServer,
 };
 
 use crate::conf::UringConf;
-use crate::connection::{ConnectionParams, Registry};
+use crate::connection::ConnectionParams;
 use crate::group::EventLoopGroup;
 use crate::probe::probe;
 use crate::ring_loop::{Adopt, Command, LoopConf};
@@ -27,7 +27,7 @@ pub struct UringTransport {
     loop_conf: Arc<LoopConf>,
     server_group: Mutex<Option<Arc<EventLoopGroup>>>,
     client_group: Mutex<Option<Arc<EventLoopGroup>>>,
-    connections: Registry,
+    connections: ConnectionRegistry,
     servers: Mutex<Vec<Arc<ServerShared>>>,
     ids: Arc<AtomicU64>,
     shut_down: AtomicBool,
@@ -99,7 +99,7 @@ impl UringTransport {
             }),
             server_group: Mutex::new(None),
             client_group: Mutex::new(None),
-            connections: Arc::default(),
+            connections: ConnectionRegistry::new(),
             servers: Mutex::new(Vec::new()),
             ids: Arc::new(AtomicU64::new(0)),
             shut_down: AtomicBool::new(false),
@@ -113,7 +113,7 @@ impl UringTransport {
 
     /// Connections open now, accepted and outgoing.
     pub fn connection_count(&self) -> usize {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.connections.len()
     }
 
     fn group(&self, server: bool, addr: SocketAddr) -> Result<Arc<EventLoopGroup>, TransportError> {
@@ -244,16 +244,7 @@ impl Transport for UringTransport {
         for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             server.close();
         }
-        let conns: Vec<_> = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in conns {
-            c.close();
-        }
+        self.connections.close_all();
         for slot in [&self.server_group, &self.client_group] {
             if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 group.shutdown();

@@ -48,6 +48,7 @@ mod error;
 mod frame;
 mod pool;
 pub mod protocol;
+mod registry;
 mod transport;
 mod write_queue;
 
@@ -61,5 +62,6 @@ pub use decoder::FrameDecoder;
 pub use error::{DecodeError, TransportError};
 pub use frame::{EncodedFrame, Frame, FrameSizeError};
 pub use pool::{BufferPool, MAX_CLASS_SIZE, MIN_CLASS_SIZE, PoolStats, PooledBufMut};
+pub use registry::ConnectionRegistry;
 pub use transport::{Transport, TransportHandler, TransportServer};
 pub use write_queue::{MAX_IOV, WriteQueue};
