@@ -36,15 +36,15 @@ impl Refused {
 
 impl OutboxMessage {
     /// Hands the message to `client`'s send queue; on refusal gives it back.
-    fn send_with(self, client: &TransportClient) -> Result<(), Refused> {
+    fn send_with(self, client: &TransportClient) -> Result<(), Box<Refused>> {
         match self {
             Self::OneWay(body) => client
                 .send_one_way(body.clone())
-                .map_err(|e| Refused(Self::OneWay(body), e)),
+                .map_err(|e| Box::new(Refused(Self::OneWay(body), e))),
             Self::Rpc(body, callback) => client
                 .send_rpc_boxed(body.clone(), callback)
                 .map(drop)
-                .map_err(|(e, callback)| Refused(Self::Rpc(body, callback), e)),
+                .map_err(|(e, callback)| Box::new(Refused(Self::Rpc(body, callback), e))),
         }
     }
 
@@ -157,7 +157,7 @@ impl Outbox {
                     self.fail_queued(&TransportError::Shutdown);
                     return;
                 }
-                let refused: Vec<Refused> = st
+                let refused: Vec<Box<Refused>> = st
                     .queue
                     .drain(..)
                     .filter_map(|msg| msg.send_with(&client).err())
