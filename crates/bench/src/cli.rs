@@ -1,5 +1,6 @@
-//! The command line of `rpc-bench`: `run` (one run) and `matrix` (the default;
-//! also what `rpc-bench` with no subcommand does).
+//! The command line of `rpc-bench`: `run` (one run), `matrix` (the default;
+//! also what `rpc-bench` with no subcommand does), `report` (re-render a results
+//! folder) and `merge` (add histogram files).
 
 use std::path::PathBuf;
 
@@ -7,10 +8,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use transport::IoMode;
 
 use crate::error::BenchError;
+use crate::histogram_files::{self, Latency};
 use crate::host::Environment;
 use crate::matrix::{MatrixSpec, run_matrix};
+use crate::merge::{Percentiles, merge_files, out_stem};
+use crate::output_error::OutputError;
 use crate::run::{Level, RunSpec, run};
-use crate::workload::{System, Workload, parse_bytes, parse_count, parse_seconds};
+use crate::workload::{SparkIo, System, Workload, parse_bytes, parse_count, parse_seconds};
 
 /// Benchmarks the Spark-style RPC transports against a minimal tokio echo.
 ///
@@ -33,6 +37,28 @@ pub enum Command {
     Run(RunArgs),
     /// The default matrix of workloads on every system, repeated and interleaved.
     Matrix(MatrixArgs),
+    /// Rewrites a results folder's summary.md and plots from its runs.jsonl and histogram files.
+    Report(ReportArgs),
+    /// Adds V2 histogram files (.hist) from several processes or hosts; prints one JSON line.
+    Merge(MergeArgs),
+}
+
+/// Options of `rpc-bench report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A results folder written by `rpc-bench matrix` (holding matrix.json and runs.jsonl).
+    pub dir: PathBuf,
+}
+
+/// Options of `rpc-bench merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// HdrHistogram V2 files (`.hist`, latencies in µs), e.g. `runs/*.hist` of a results folder.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write the merged histogram as `<OUT>.hgrm` and `<OUT>.hist` (a `.hist`/`.hgrm` suffix is dropped).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// The baselines that are not a transport backend.
@@ -40,6 +66,10 @@ pub enum Command {
 pub enum Baseline {
     /// A minimal hand-written tokio echo of the same frames.
     RawTokio,
+    /// Apache Spark's network-common transport on Netty NIO (needs Java 17 and python3).
+    SparkNio,
+    /// Apache Spark's network-common transport on Netty's native epoll.
+    SparkEpoll,
 }
 
 /// Options of `rpc-bench run`.
@@ -75,6 +105,10 @@ pub struct RunArgs {
     /// Print one JSON object on one line instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Save the run's latency histogram in this folder as `<system>-<level>-<workload>.hgrm`
+    /// and `.hist` (`-2`, `-3`, ... appended if taken); the record's `histogram` names the stem.
+    #[arg(long)]
+    pub histogram_dir: Option<PathBuf>,
     /// Server event-loop threads.
     #[arg(long, default_value_t = 1, value_parser = parse_count)]
     pub server_threads: usize,
@@ -88,6 +122,8 @@ impl RunArgs {
     pub fn spec(&self) -> RunSpec {
         let system = match (self.baseline, self.io_mode) {
             (Some(Baseline::RawTokio), _) => System::RawTokio,
+            (Some(Baseline::SparkNio), _) => System::Spark(SparkIo::Nio),
+            (Some(Baseline::SparkEpoll), _) => System::Spark(SparkIo::Epoll),
             (None, mode) => System::Transport(mode.unwrap_or(IoMode::Auto)),
         };
         RunSpec {
@@ -111,7 +147,7 @@ impl RunArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MatrixArgs {
     /// Measurement time per run, in seconds.
-    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
     pub duration: f64,
     /// Warmup per run, in seconds.
     #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
@@ -122,8 +158,13 @@ pub struct MatrixArgs {
     /// Parent folder of the results folder `<date>-<host>-<sha>`.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
-    /// Systems to compare, comma-separated, in interleaving order.
-    #[arg(long, value_delimiter = ',', default_value = "epoll,raw-tokio")]
+    /// Systems to compare, comma-separated, in interleaving order. The Spark
+    /// baselines are skipped, with the reason printed, where Java or python3 is missing.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "epoll,io_uring,raw-tokio,spark-nio,spark-epoll"
+    )]
     pub systems: Vec<System>,
     /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "transport,rpc")]
@@ -152,11 +193,14 @@ impl MatrixArgs {
 ///
 /// # Errors
 /// Whatever the run or matrix fails with.
-pub fn execute(cli: Cli, command: &str) -> Result<(), BenchError> {
+pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
     let env = Environment::detect();
     match cli.command {
         Some(Command::Run(args)) => {
-            let record = run(&args.spec(), &env)?;
+            let mut record = run(&args.spec(), &env)?;
+            if let Some(dir) = &args.histogram_dir {
+                save_run_histogram(dir, &mut record)?;
+            }
             if args.json {
                 println!("{}", record.to_json_line()?);
             } else {
@@ -165,12 +209,59 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), BenchError> {
         }
         Some(Command::Matrix(args)) => matrix(&args, &env, command)?,
         None => matrix(&cli.matrix, &env, command)?,
+        Some(Command::Report(args)) => {
+            let summary = crate::report::report(&args.dir)?;
+            println!("{}", summary.render_terminal());
+            println!(
+                "Rewrote {} and its plots",
+                args.dir.join(crate::report::SUMMARY_MD).display()
+            );
+        }
+        Some(Command::Merge(args)) => {
+            let merged = merge_files(&args.files)?;
+            if let Some(out) = &args.out {
+                histogram_files::save(&out_stem(out), &merged)?;
+            }
+            let line = serde_json::to_string(&Percentiles::of(&merged, args.files.len()))
+                .map_err(BenchError::from)?;
+            println!("{line}");
+        }
     }
     Ok(())
 }
 
-fn matrix(args: &MatrixArgs, env: &Environment, command: &str) -> Result<(), BenchError> {
-    let spec = args.spec();
+/// Saves `record`'s histogram in `dir` under a free `<system>-<level>-<workload>` stem and names it in the record.
+fn save_run_histogram(dir: &std::path::Path, record: &mut crate::record::Record) -> Result<(), OutputError> {
+    let Some(Latency(h)) = &record.latency else {
+        return Ok(());
+    };
+    let base = histogram_files::run_name(&record.system, &record.level.to_string(), &record.workload());
+    let stem = (1..)
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
+        .find(|s| !histogram_files::with_extension(&dir.join(s), histogram_files::HIST).exists())
+        .expect("some suffix is free");
+    histogram_files::save(&dir.join(&stem), h)?;
+    record.histogram = Some(stem);
+    Ok(())
+}
+
+fn matrix(args: &MatrixArgs, env: &Environment, command: &str) -> Result<(), OutputError> {
+    let mut spec = args.spec();
+    if spec.systems.iter().any(|s| matches!(s, System::Spark(_))) {
+        eprintln!(
+            "rpc-bench: preparing the Spark baseline (scripts/spark-baseline.sh --setup; first use installs pyspark)"
+        );
+        if let Err(e) = crate::spark_load::check_available() {
+            eprintln!("rpc-bench: skipping spark-nio and spark-epoll: {e}");
+            spec.systems.retain(|s| !matches!(s, System::Spark(_)));
+        }
+    }
     let outcome = run_matrix(&spec, env, command)?;
     println!("{}", outcome.summary.render_terminal());
     println!(
@@ -238,13 +329,23 @@ mod tests {
         let cli = parse(&[]).unwrap();
         assert!(cli.command.is_none());
         let spec = cli.matrix.spec();
-        assert_eq!((spec.repeat, spec.duration_s, spec.warmup_s), (3, 2.0, 0.5));
+        assert_eq!((spec.repeat, spec.duration_s, spec.warmup_s), (3, 1.0, 0.5));
         assert_eq!(
             spec.systems,
-            vec![System::Transport(IoMode::Epoll), System::RawTokio]
+            vec![
+                System::Transport(IoMode::Epoll),
+                System::Transport(IoMode::IoUring),
+                System::RawTokio,
+                System::Spark(SparkIo::Nio),
+                System::Spark(SparkIo::Epoll)
+            ]
         );
         assert_eq!(spec.levels, vec![Level::Transport, Level::Rpc]);
-        assert_eq!(spec.columns().len(), 3);
+        assert_eq!(
+            spec.columns().len(),
+            7,
+            "5 systems at transport, 2 of them also at rpc"
+        );
         assert_eq!(spec.results_dir, PathBuf::from("results"));
         let cli = parse(&["--repeat", "1", "--systems", "raw-tokio"]).unwrap();
         assert_eq!((cli.matrix.repeat, cli.matrix.systems.len()), (1, 1));

@@ -3,8 +3,10 @@
 
 use std::fmt;
 
+use transport::IoMode;
+
 use crate::run::Level;
-use crate::workload::System;
+use crate::workload::{SparkIo, System};
 
 /// One system at one level: a column of the matrix table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,9 +23,10 @@ impl Column {
         Self { system, level }
     }
 
-    /// Whether `system` can run at `level`: `raw-tokio` has only the transport level.
+    /// Whether `system` can run at `level`: the baselines (`raw-tokio`, Spark)
+    /// have only the transport level.
     pub fn supported(system: System, level: Level) -> bool {
-        !(system == System::RawTokio && level != Level::Transport)
+        !(system.is_baseline() && level != Level::Transport)
     }
 
     /// The columns of a matrix, level by level, systems in the given order
@@ -42,9 +45,9 @@ impl Column {
         columns
     }
 
-    /// Whether this is the baseline column (`raw-tokio`, at the transport level).
+    /// Whether this is a baseline column (`raw-tokio` or Spark, at the transport level).
     pub fn is_baseline(self) -> bool {
-        self.system == System::RawTokio
+        self.system.is_baseline()
     }
 }
 
@@ -69,26 +72,40 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// The comparisons among `columns`, in this order: each transport-level
-    /// system over the baseline (`epoll / raw-tokio`, what the transport costs
-    /// against hand-written tokio), then each system's rpc level over its
-    /// transport level (`epoll rpc / transport`, what the RPC layer costs).
-    /// A comparison is listed only when both its columns are present.
+    /// The comparisons among `columns`, in this order, each listed only when
+    /// both its columns are present:
+    /// 1. each transport-level system over `raw-tokio` (`epoll / raw-tokio`:
+    ///    what the transport costs against hand-written tokio);
+    /// 2. `io_uring` over `epoll` at each level;
+    /// 3. each system's rpc level over its transport level (`epoll rpc / transport`:
+    ///    what the RPC layer costs);
+    /// 4. each of this project's columns, both levels, over `spark-epoll`
+    ///    (how much faster than Spark's own transport).
     pub fn among(columns: &[Column]) -> Vec<Comparison> {
         let mut out = Vec::new();
-        if let Some(&base) = columns.iter().find(|c| c.is_baseline()) {
-            out.extend(
-                columns
-                    .iter()
-                    .filter(|c| !c.is_baseline() && c.level == base.level)
-                    .map(|&over| Comparison { over, under: base }),
-            );
-        }
-        for &over in columns.iter().filter(|c| c.level == Level::Rpc) {
-            let under = Column::new(over.system, Level::Transport);
-            if columns.contains(&under) {
+        let mut push = |over: Column, under: Column| {
+            if columns.contains(&over) && columns.contains(&under) {
                 out.push(Comparison { over, under });
             }
+        };
+        let ours = || columns.iter().copied().filter(|c| !c.is_baseline());
+        let raw = Column::new(System::RawTokio, Level::Transport);
+        for over in ours().filter(|c| c.level == Level::Transport) {
+            push(over, raw);
+        }
+        let (epoll, uring) = (
+            System::Transport(IoMode::Epoll),
+            System::Transport(IoMode::IoUring),
+        );
+        for level in [Level::Transport, Level::Rpc] {
+            push(Column::new(uring, level), Column::new(epoll, level));
+        }
+        for over in ours().filter(|c| c.level == Level::Rpc) {
+            push(over, Column::new(over.system, Level::Transport));
+        }
+        let spark = Column::new(System::Spark(SparkIo::Epoll), Level::Transport);
+        for over in ours() {
+            push(over, spark);
         }
         out
     }
@@ -100,7 +117,7 @@ impl fmt::Display for Comparison {
         let (o, u) = (self.over, self.under);
         if o.system == u.system {
             write!(f, "{} {} / {}", o.system, o.level, u.level)
-        } else if o.level == u.level {
+        } else if o.level == u.level && o.level == Level::Transport {
             write!(f, "{} / {}", o.system, u.system)
         } else {
             write!(f, "{o} / {u}")
@@ -111,7 +128,6 @@ impl fmt::Display for Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transport::IoMode;
 
     const EPOLL: System = System::Transport(IoMode::Epoll);
     const URING: System = System::Transport(IoMode::IoUring);
@@ -131,8 +147,16 @@ mod tests {
     }
 
     #[test]
-    fn comparisons_are_against_the_baseline_then_rpc_over_transport() {
-        let cols = Column::matrix(&[EPOLL, System::RawTokio, URING], &[Level::Transport, Level::Rpc]);
+    fn comparisons_are_against_the_baselines_across_backends_and_levels() {
+        let spark = System::Spark(SparkIo::Epoll);
+        let cols = Column::matrix(
+            &[EPOLL, System::RawTokio, URING, spark],
+            &[Level::Transport, Level::Rpc],
+        );
+        assert!(
+            !cols.contains(&Column::new(spark, Level::Rpc)),
+            "Spark runs at the transport level only"
+        );
         let labels: Vec<String> = Comparison::among(&cols)
             .iter()
             .map(Comparison::to_string)
@@ -142,8 +166,14 @@ mod tests {
             [
                 "epoll / raw-tokio",
                 "io_uring / raw-tokio",
+                "io_uring / epoll",
+                "io_uring rpc / epoll rpc",
                 "epoll rpc / transport",
-                "io_uring rpc / transport"
+                "io_uring rpc / transport",
+                "epoll / spark-epoll",
+                "io_uring / spark-epoll",
+                "epoll rpc / spark-epoll",
+                "io_uring rpc / spark-epoll"
             ]
         );
         // No baseline: only rpc / transport; rpc alone: nothing to compare.

@@ -32,6 +32,18 @@ pub enum BenchError {
         /// The levels asked for, comma-separated.
         levels: String,
     },
+    /// The Spark baseline cannot run here.
+    #[error("the Spark baseline cannot run: {reason}")]
+    BaselineUnavailable {
+        /// What `scripts/spark-baseline.sh` said.
+        reason: String,
+    },
+    /// The Spark baseline printed something other than its JSON line.
+    #[error("unexpected output from the Spark baseline: {reason}")]
+    SparkOutput {
+        /// What was wrong.
+        reason: String,
+    },
     /// A socket, runtime or thread operation of the bench itself failed.
     #[error("cannot {what}: {source}")]
     Io {

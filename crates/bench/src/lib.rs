@@ -8,7 +8,11 @@
 //! - [`measure`]: phases and latency recording shared by all three; [`record`]: the JSON record;
 //! - [`host`]: machine, CPU placement and git revision; [`column`]: a system at a level, and
 //!   which columns are compared; [`matrix`] and [`table`]: the interleaved, repeated matrix,
-//!   its medians and its `results/` folder; [`cli`]: the command line.
+//!   its medians and its `results/` folder; [`cli`]: the command line;
+//! - what a person reads: [`histogram_files`] (each run's `.hgrm` percentile distribution and
+//!   `.hist` V2 histogram, µs), [`machine`] (`machine.json`), [`plot`] (SVG latency and
+//!   throughput plots), [`report`] (`summary.md` and plots, re-rendered by `rpc-bench report`),
+//!   [`merge`] (`rpc-bench merge` of histogram files); [`output_error`]: their failures.
 //!
 //! # Example
 //!
@@ -24,14 +28,21 @@
 pub mod cli;
 pub mod column;
 pub mod error;
+pub mod histogram_files;
 pub mod host;
+pub mod machine;
 pub mod matrix;
 pub mod measure;
+pub mod merge;
+pub mod output_error;
+pub mod plot;
 pub mod raw_frames;
 pub mod raw_tokio;
 pub mod record;
+pub mod report;
 pub mod rpc_load;
 pub mod run;
+pub mod spark_load;
 pub mod table;
 pub mod transport_load;
 pub mod workload;

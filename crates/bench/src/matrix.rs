@@ -1,6 +1,8 @@
 //! The default matrix: every workload on every column (a system at a level:
 //! `epoll transport`, `raw-tokio`, `epoll rpc`), repeated and interleaved
-//! (A B C A B C ...), written to `results/<date>-<host>-<sha>/`.
+//! (A B C A B C ...), written to `results/<date>-<host>-<sha>/`: `runs.jsonl`, each run's
+//! histogram files in `runs/`, `matrix.json`, `machine.json`, then `summary.md` and `plots/`
+//! (see [`crate::report`]).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -10,8 +12,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::column::Column;
 use crate::error::BenchError;
+use crate::histogram_files::{self, Latency, run_stem};
 use crate::host::Environment;
+use crate::machine::Machine;
+use crate::output_error::OutputError;
 use crate::record::Record;
+use crate::report::{MatrixFile, RUNS_JSONL, write_outputs};
 use crate::run::{Level, RunSpec, run};
 use crate::table::Summary;
 use crate::workload::{System, Workload};
@@ -71,7 +77,7 @@ impl MatrixSpec {
 /// What a finished matrix produced.
 #[derive(Debug, Clone)]
 pub struct MatrixOutcome {
-    /// The folder holding `runs.jsonl` and `summary.md`.
+    /// The results folder (`runs.jsonl`, `runs/`, `matrix.json`, `machine.json`, `summary.md`, `plots/`).
     pub dir: PathBuf,
     /// The table of medians.
     pub summary: Summary,
@@ -106,23 +112,29 @@ fn create_results_dir(parent: &Path, env: &Environment) -> Result<PathBuf, Bench
     unreachable!("some suffix is free")
 }
 
-/// Runs the matrix, appending each record to `runs.jsonl` as it completes,
-/// then writes `summary.md`. `command` is the command line, for the summary.
+/// Runs the matrix, appending each record to `runs.jsonl` (and its histogram to
+/// `runs/<index>-...`, see [`run_stem`]) as it completes, then writes `summary.md` and the
+/// plots. `matrix.json` and `machine.json` are written first. `command` is the command line,
+/// for the summary.
 ///
 /// # Errors
 /// [`BenchError::EmptyMatrix`] when no system runs at any of the levels; the
-/// first run that fails; [`BenchError::Results`] when the files cannot be written.
-pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result<MatrixOutcome, BenchError> {
+/// first run that fails; [`BenchError::Results`] or [`OutputError::Write`] when the files
+/// cannot be written, [`OutputError::Plot`] when a plot cannot be drawn.
+pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result<MatrixOutcome, OutputError> {
     let columns = spec.columns();
     if columns.is_empty() {
         let join = |v: Vec<String>| v.join(",");
         return Err(BenchError::EmptyMatrix {
             systems: join(spec.systems.iter().map(System::to_string).collect()),
             levels: join(spec.levels.iter().map(Level::to_string).collect()),
-        });
+        }
+        .into());
     }
     let dir = create_results_dir(&spec.results_dir, env)?;
-    let jsonl = dir.join("runs.jsonl");
+    MatrixFile::new(spec, command).write(&dir)?;
+    Machine::detect(env).write(&dir)?;
+    let jsonl = dir.join(RUNS_JSONL);
     let mut out = BufWriter::new(File::create(&jsonl).map_err(write_err(&jsonl))?);
     let runs = spec.runs();
     let bar = ProgressBar::new(runs.len() as u64).with_style(
@@ -132,7 +144,17 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
     let mut records = Vec::with_capacity(runs.len());
     for r in &runs {
         bar.set_message(format!("{} on {}", Column::new(r.system, r.level), r.workload));
-        let record = run(r, env)?;
+        let mut record = run(r, env)?;
+        if let Some(Latency(h)) = &record.latency {
+            let stem = run_stem(
+                records.len() + 1,
+                &record.system,
+                &record.level.to_string(),
+                &r.workload,
+            );
+            histogram_files::save(&dir.join(&stem), h)?;
+            record.histogram = Some(stem);
+        }
         writeln!(out, "{}", record.to_json_line()?)
             .and_then(|()| out.flush())
             .map_err(write_err(&jsonl))?;
@@ -140,9 +162,7 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let summary = Summary::new(&columns, &spec.workloads, &records);
-    let md = dir.join("summary.md");
-    fs::write(&md, summary_markdown(spec, env, command, &summary)).map_err(write_err(&md))?;
+    let summary = write_outputs(&dir, spec, env, command, &records)?;
     Ok(MatrixOutcome {
         dir,
         summary,
@@ -267,7 +287,10 @@ mod tests {
             results_dir: tmp.path().join("r"),
         };
         let e = run_matrix(&spec, &Environment::detect(), "rpc-bench").unwrap_err();
-        assert!(matches!(e, BenchError::EmptyMatrix { .. }), "{e}");
+        assert!(
+            matches!(e, OutputError::Bench(BenchError::EmptyMatrix { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains("raw-tokio at levels rpc"), "{e}");
         assert!(!spec.results_dir.exists());
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BenchError;
+use crate::histogram_files::Latency;
 use crate::host::{CpuPlacement, Environment, Host};
 use crate::measure::Measurement;
 use crate::raw_frames::HEADER_LEN;
@@ -67,6 +68,15 @@ pub struct Record {
     pub git_dirty: bool,
     /// When the run ended, RFC 3339 in UTC.
     pub timestamp: String,
+    /// Stem of the run's histogram files (`<stem>.hgrm`, `<stem>.hist`, latencies in µs),
+    /// relative to the results folder (`runs/001-epoll-transport-64B-1x1`) or to `run
+    /// --histogram-dir`; `null` when they were not saved.
+    #[serde(default)]
+    pub histogram: Option<String>,
+    /// The run's latency histogram, in µs: in memory only (not in the JSON; see `histogram`),
+    /// `None` for a record read back from JSON.
+    #[serde(skip)]
+    pub latency: Option<Latency>,
 }
 
 impl Record {
@@ -116,6 +126,8 @@ impl Record {
             git_sha: env.git_sha.clone(),
             git_dirty: env.git_dirty,
             timestamp: jiff::Timestamp::now().to_string(),
+            histogram: None,
+            latency: Some(Latency(m.latency_us.clone())),
         })
     }
 
@@ -226,6 +238,7 @@ pub(crate) mod tests {
             "client_threads",
             "rate",
             "timestamp",
+            "histogram",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
@@ -251,6 +264,11 @@ pub(crate) mod tests {
         );
         let back: Record = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(serde_json::to_value(&back).unwrap(), v);
+        // The histogram stays in memory; the JSON names its files.
+        assert_eq!(v["histogram"], serde_json::Value::Null);
+        assert!(v.get("latency").is_none());
+        assert_eq!(r.latency.as_ref().map(|l| l.0.len()), Some(1000));
+        assert!(back.latency.is_none());
     }
 
     #[test]

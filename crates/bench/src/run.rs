@@ -9,7 +9,7 @@ use crate::error::BenchError;
 use crate::host::Environment;
 use crate::record::Record;
 use crate::workload::{System, Workload};
-use crate::{raw_tokio, rpc_load, transport_load};
+use crate::{raw_tokio, rpc_load, spark_load, transport_load};
 
 /// The layer a run loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -65,7 +65,7 @@ impl RunSpec {
         TransportConf {
             io_mode: match self.system {
                 System::Transport(mode) => mode,
-                System::RawTokio => defaults.io_mode,
+                System::RawTokio | System::Spark(_) => defaults.io_mode,
             },
             server_threads: self.server_threads,
             client_threads: self.client_threads,
@@ -89,7 +89,12 @@ pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
         (System::Transport(_), Level::Transport) => transport_load::run(spec.transport_conf(), spec)?,
         (System::Transport(_), Level::Rpc) => rpc_load::run(spec)?,
         (System::RawTokio, Level::Transport) => raw_tokio::run(spec)?,
-        (System::RawTokio, level) => {
+        (System::Spark(io), Level::Transport) => {
+            let spec = spark_load::with_jvm_warmup(spec);
+            let measurement = spark_load::run(io, &spec)?;
+            return Record::new(&spec, &measurement, env);
+        }
+        (System::RawTokio | System::Spark(_), level) => {
             return Err(BenchError::LevelUnavailable {
                 system: spec.system.to_string(),
                 level,

@@ -74,13 +74,8 @@ impl Summary {
                 workload,
                 cells: columns
                     .iter()
-                    .map(|c| {
-                        let runs: Vec<&Record> = records
-                            .iter()
-                            .filter(|r| {
-                                r.workload() == workload && r.level == c.level && ran_as(c.system, &r.system)
-                            })
-                            .collect();
+                    .map(|&c| {
+                        let runs = runs_of(c, workload, records);
                         let med = |f: fn(&Record) -> f64| median(runs.iter().map(|r| f(r)).collect());
                         Some(Cell {
                             rps: med(|r| r.rps)?,
@@ -163,11 +158,19 @@ impl Summary {
     }
 }
 
+/// The records of `workload`'s runs in `column`, in the order given.
+pub fn runs_of(column: Column, workload: Workload, records: &[Record]) -> Vec<&Record> {
+    records
+        .iter()
+        .filter(|r| r.workload() == workload && r.level == column.level && ran_as(column.system, &r.system))
+        .collect()
+}
+
 /// Whether a record whose `system` field is `name` is a run of `s`: `auto`
 /// runs as whichever backend `rpc::create_transport` picked (`epoll` or `io_uring`).
 fn ran_as(s: System, name: &str) -> bool {
     match s {
-        System::Transport(transport::IoMode::Auto) => name != System::RawTokio.name(),
+        System::Transport(transport::IoMode::Auto) => ["epoll", "io_uring"].contains(&name),
         other => other.name() == name,
     }
 }

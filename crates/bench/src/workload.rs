@@ -124,22 +124,53 @@ pub fn parse_count(text: &str) -> Result<usize, String> {
     }
 }
 
-/// The system under test: a transport backend, or the raw tokio baseline.
+/// Netty's IO mode of the Spark baseline (Spark's `spark.rpc.io.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SparkIo {
+    /// Java NIO selectors (`NIO`).
+    Nio,
+    /// Netty's native epoll transport (`EPOLL`).
+    Epoll,
+}
+
+impl SparkIo {
+    /// The value of `spark.rpc.io.mode`: `NIO` or `EPOLL`.
+    pub fn spark_name(self) -> &'static str {
+        match self {
+            Self::Nio => "NIO",
+            Self::Epoll => "EPOLL",
+        }
+    }
+}
+
+/// The system under test: a transport backend, the raw tokio baseline, or
+/// Apache Spark's own transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum System {
     /// A backend of the `transport` crate, chosen by IO mode.
     Transport(IoMode),
     /// The minimal hand-written tokio echo: the bar the transports are measured against.
     RawTokio,
+    /// Spark network-common's `TransportServer` / `TransportClient` on Netty,
+    /// run by `scripts/spark-baseline.sh` (a JVM of its own).
+    Spark(SparkIo),
 }
 
 impl System {
-    /// The name used on the command line and in records: `epoll`, `io_uring`, `auto`, `raw-tokio`.
+    /// The name used on the command line and in records: `epoll`, `io_uring`,
+    /// `auto`, `raw-tokio`, `spark-nio`, `spark-epoll`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Transport(mode) => mode.as_str(),
             Self::RawTokio => "raw-tokio",
+            Self::Spark(SparkIo::Nio) => "spark-nio",
+            Self::Spark(SparkIo::Epoll) => "spark-epoll",
         }
+    }
+
+    /// Whether this is a baseline (raw-tokio or Spark) rather than this project's code.
+    pub fn is_baseline(self) -> bool {
+        !matches!(self, Self::Transport(_))
     }
 }
 
@@ -152,13 +183,15 @@ impl fmt::Display for System {
 impl FromStr for System {
     type Err = String;
 
-    /// Parses `raw-tokio` (or `raw_tokio`), or any [`IoMode`] spelling.
+    /// Parses `raw-tokio` (or `raw_tokio`), `spark-nio`, `spark-epoll`, or any [`IoMode`] spelling.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "raw-tokio" | "raw_tokio" => Ok(Self::RawTokio),
+            "spark-nio" | "spark_nio" => Ok(Self::Spark(SparkIo::Nio)),
+            "spark-epoll" | "spark_epoll" => Ok(Self::Spark(SparkIo::Epoll)),
             other => other.parse::<IoMode>().map(Self::Transport).map_err(|_| {
                 format!(
-                    "unknown system `{s}`; expected raw-tokio or an io mode ({})",
+                    "unknown system `{s}`; expected raw-tokio, spark-nio, spark-epoll or an io mode ({})",
                     IoMode::ALLOWED
                 )
             }),
@@ -198,6 +231,11 @@ mod tests {
     #[test]
     fn systems_parse_by_name() {
         assert_eq!("epoll".parse(), Ok(System::Transport(IoMode::Epoll)));
+        assert_eq!("spark-epoll".parse(), Ok(System::Spark(SparkIo::Epoll)));
+        assert_eq!(System::Spark(SparkIo::Nio).name(), "spark-nio");
+        assert!(
+            System::Spark(SparkIo::Nio).is_baseline() && !System::Transport(IoMode::IoUring).is_baseline()
+        );
         assert_eq!("io_uring".parse(), Ok(System::Transport(IoMode::IoUring)));
         assert_eq!("raw-tokio".parse(), Ok(System::RawTokio));
         assert!("netty".parse::<System>().unwrap_err().contains("netty"));

@@ -109,8 +109,11 @@ fn epoll_rpc_run_prints_one_json_record() {
 
 #[test]
 fn rpc_level_with_several_client_envs() {
+    let hist = tempfile::tempdir().unwrap();
     let out = rpc_bench(&[
         "run",
+        "--histogram-dir",
+        hist.path().to_str().unwrap(),
         "--io-mode",
         "epoll",
         "--level",
@@ -131,6 +134,17 @@ fn rpc_level_with_several_client_envs() {
     assert_eq!((v["level"].as_str(), v["conns"].as_u64()), (Some("rpc"), Some(4)));
     assert_eq!(v["inflight"], 2);
     assert!(v["requests"].as_u64().unwrap() > 0 && v["errors"] == 0, "{v}");
+    // --histogram-dir saved the run's histogram, named in the record.
+    assert_eq!(v["histogram"], "epoll-rpc-64B-4x2", "{v}");
+    let hgrm = std::fs::read_to_string(hist.path().join("epoll-rpc-64B-4x2.hgrm")).unwrap();
+    assert!(
+        hgrm.contains(&format!(
+            "Total count    = {:>12}]",
+            v["requests"].as_u64().unwrap()
+        )),
+        "{hgrm}"
+    );
+    assert!(hist.path().join("epoll-rpc-64B-4x2.hist").is_file());
 }
 
 #[test]
@@ -209,6 +223,8 @@ fn matrix_writes_runs_and_summary() {
         "0.05",
         "--repeat",
         "1",
+        "--systems",
+        "epoll,raw-tokio",
         "--results-dir",
         dir,
     ]);
@@ -263,4 +279,127 @@ fn matrix_writes_runs_and_summary() {
             "summary.md lacks {needle:?}:\n{summary}"
         );
     }
+    check_report_files(&folders[0], &records, &stdout, &summary);
+}
+
+/// The files a person reads in a matrix results folder, `report` re-rendering them unchanged,
+/// and `merge` of the runs' histograms.
+fn check_report_files(dir: &std::path::Path, records: &[Value], matrix_stdout: &str, summary: &str) {
+    let machine: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("machine.json")).unwrap()).unwrap();
+    for key in ["kernel", "cpu_model", "cores", "rustc", "git_sha", "git_dirty"] {
+        assert!(machine.get(key).is_some(), "machine.json lacks {key}: {machine}");
+    }
+    assert!(dir.join("matrix.json").is_file());
+    let mut hists = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let stem = r["histogram"].as_str().expect("each record names its histogram");
+        assert!(stem.starts_with(&format!("runs/{:03}-", i + 1)), "{stem}");
+        let hgrm = std::fs::read_to_string(dir.join(format!("{stem}.hgrm"))).unwrap();
+        assert!(
+            hgrm.trim_start().starts_with("Value") && hgrm.contains("#[Buckets = "),
+            "{hgrm}"
+        );
+        hists.push(dir.join(format!("{stem}.hist")));
+    }
+    let columns = ["epoll transport", "raw-tokio", "epoll rpc"];
+    for slug in ["64B-1x1", "64B-1x64", "4KiB-1x16", "1MiB-1x4", "64B-256x1"] {
+        for kind in ["latency", "throughput"] {
+            let rel = format!("plots/{slug}-{kind}.svg");
+            assert!(
+                summary.contains(&format!("]({rel})")),
+                "summary.md does not link {rel}"
+            );
+            let svg = std::fs::read_to_string(dir.join(&rel)).unwrap();
+            let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let texts: Vec<&str> = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("text"))
+                .filter_map(|n| n.text().map(str::trim))
+                .collect();
+            for c in columns {
+                assert!(texts.contains(&c), "{rel} has no {c:?} in {texts:?}");
+            }
+        }
+    }
+
+    // `report` re-renders the same table and summary.md from the folder alone.
+    std::fs::remove_dir_all(dir.join("plots")).unwrap();
+    let out = rpc_bench(&["report", dir.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "report failed: {stderr}");
+    let table = |s: &str| {
+        s.lines()
+            .take_while(|l| !l.starts_with("Medians of"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let matrix_table = table(matrix_stdout);
+    assert!(
+        stdout.starts_with(&matrix_table),
+        "report printed:\n{stdout}\nthe matrix:\n{matrix_table}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("summary.md")).unwrap(), summary);
+    assert!(dir.join("plots/64B-1x1-latency.svg").is_file());
+
+    // `merge` adds every run's histogram: the count is every request measured.
+    let out_stem = dir.join("merged");
+    let mut args = vec![
+        "merge".to_string(),
+        "--out".into(),
+        out_stem.to_string_lossy().into_owned(),
+    ];
+    args.extend(hists.iter().map(|p| p.to_string_lossy().into_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = rpc_bench(&args);
+    assert!(out.status.success(), "merge failed: {}", text(&out.stderr));
+    let merged: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON line");
+    let requests: u64 = records.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert_eq!(
+        (merged["count"].as_u64(), merged["files"].as_u64()),
+        (Some(requests), Some(15))
+    );
+    let max = records.iter().map(|r| r["max_us"].as_u64().unwrap()).max();
+    assert_eq!(merged["max_us"].as_u64(), max);
+    assert!(merged["p50_us"].as_u64() <= merged["p99_us"].as_u64());
+    assert!(dir.join("merged.hgrm").is_file() && dir.join("merged.hist").is_file());
+}
+
+/// The Spark baseline runs where Java and python3 are (CI has both; its first
+/// use installs pyspark); elsewhere the run must fail saying why.
+#[test]
+fn spark_baseline_runs_or_says_why_not() {
+    let out = rpc_bench(&[
+        "run",
+        "--baseline",
+        "spark-epoll",
+        "--payload",
+        "64",
+        "--inflight",
+        "8",
+        "--duration",
+        "0.3",
+        "--json",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let has_java = std::process::Command::new("javac")
+        .arg("-version")
+        .output()
+        .is_ok();
+    if !has_java && std::env::var_os("CI").is_none() {
+        assert!(
+            !out.status.success() && stderr.contains("Spark baseline"),
+            "{stderr}"
+        );
+        return;
+    }
+    assert!(out.status.success(), "spark-epoll failed: {stderr}");
+    let record: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(record["system"], "spark-epoll");
+    assert_eq!(record["errors"], 0);
+    assert!(record["requests"].as_u64().unwrap() > 0);
+    assert!(
+        record["warmup_s"].as_f64().unwrap() >= 2.0,
+        "the JVM gets its warmup"
+    );
 }
