@@ -282,3 +282,70 @@ fn a_panicking_handler_closes_only_its_connection() {
     );
     t.shutdown();
 }
+
+/// Partial sends: with 4 KiB socket buffers and a peer that reads slowly in
+/// small pieces, the kernel takes each batch of 256 KiB responses a little at a
+/// time; every byte still arrives, in order, frame after frame.
+#[test]
+fn sends_larger_than_the_socket_buffer_arrive_whole() {
+    use std::io::{Read, Write};
+
+    let conf = TransportConf {
+        send_buffer_bytes: 4096,
+        receive_buffer_bytes: 4096,
+        ..conf()
+    };
+    let pool = transport::BufferPool::new(conf.pool_max_bytes);
+    let t = UringTransport::with_uring_conf(conf, pool, UringConf::default()).unwrap();
+    // Answers each request with 256 KiB of a pattern seeded by the request's first byte.
+    struct Big;
+    impl TransportHandler for Big {
+        fn receive_rpc(&self, client: &TransportClient, request_id: i64, body: Bytes) {
+            let seed = body[0];
+            let data: Vec<u8> = (0..256 << 10).map(|i: u32| (i as u8).wrapping_mul(seed | 1)).collect();
+            let _ = client.send_response(request_id, Bytes::from(data));
+        }
+        fn receive_one_way(&self, _: &TransportClient, _: Bytes) {}
+    }
+    let server = t.bind(local(), Arc::new(Big)).unwrap();
+    let mut raw = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let requests = 8u8;
+    for id in 0..requests {
+        let f = transport::EncodedFrame::rpc_request(id.into(), Bytes::from(vec![id + 1])).unwrap();
+        raw.write_all(f.header()).unwrap();
+        raw.write_all(f.body()).unwrap();
+    }
+    let mut got = 0;
+    let mut piece = [0u8; 1000];
+    let mut stream = Vec::new();
+    while got < requests {
+        let n = match raw.read(&mut piece) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("reading responses: {e}"),
+        };
+        assert!(n > 0, "the server closed the connection");
+        stream.extend_from_slice(&piece[..n]);
+        std::thread::sleep(Duration::from_micros(50));
+        while stream.len() >= 21 {
+            let len = i64::from_be_bytes(stream[..8].try_into().unwrap()) as usize;
+            if stream.len() < len {
+                break;
+            }
+            let frame: Vec<u8> = stream.drain(..len).collect();
+            assert_eq!(frame[8], 4, "an RpcResponse");
+            let id = i64::from_be_bytes(frame[9..17].try_into().unwrap());
+            assert_eq!(id, i64::from(got), "responses in order");
+            let seed = got + 1;
+            let body = &frame[21..];
+            assert_eq!(body.len(), 256 << 10);
+            assert!(
+                body.iter().enumerate().all(|(i, b)| *b == (i as u8).wrapping_mul(seed | 1)),
+                "response {got} intact"
+            );
+            got += 1;
+        }
+    }
+    t.shutdown();
+}
