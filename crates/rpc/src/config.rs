@@ -9,8 +9,12 @@
 //! | `advertise_host` | `RPC_ADVERTISE_HOST` | the bound IP | `spark.driver.host` |
 //! | `dispatcher_threads` | `RPC_DISPATCHER_THREADS` | 0 = max(2, cores) | `spark.rpc.netty.dispatcher.numThreads` |
 //! | `ask_timeout_ms` | `RPC_ASK_TIMEOUT_MS` | 120000 | `spark.rpc.askTimeout` |
+//! | `inbox_capacity` | `RPC_INBOX_CAPACITY` | 1000000 | (unbounded in Spark) |
 //!
-//! The `[transport]` keys are those of [`TransportConf`], `io_mode` among them.
+//! The `[transport]` keys are those of [`TransportConf`], `io_mode` among them,
+//! and `auth_secret` (`RPC_AUTH_SECRET`): set it, the same on every RpcEnv that
+//! talks to another, to make both ends of every connection prove they know it
+//! before any message is dispatched (Spark's `spark.authenticate`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,17 +36,25 @@ pub struct RpcEnvConfig {
     pub dispatcher_threads: usize,
     /// Default ask timeout, in milliseconds.
     pub ask_timeout_ms: u64,
+    /// Messages an endpoint's inbox may hold before sends and asks to it fail
+    /// with [`RpcError::InboxFull`](crate::RpcError::InboxFull) (at least 1).
+    /// Network events and `OnStop` are never refused.
+    pub inbox_capacity: usize,
     /// The transport below, and its IO mode.
     pub transport: TransportConf,
 }
 
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 6] = [
     "name",
     "bind_address",
     "advertise_host",
     "dispatcher_threads",
     "ask_timeout_ms",
+    "inbox_capacity",
 ];
+
+/// The default [`RpcEnvConfig::inbox_capacity`].
+pub const DEFAULT_INBOX_CAPACITY: usize = 1_000_000;
 
 impl Default for RpcEnvConfig {
     fn default() -> Self {
@@ -52,6 +64,7 @@ impl Default for RpcEnvConfig {
             advertise_host: None,
             dispatcher_threads: 0,
             ask_timeout_ms: 120_000,
+            inbox_capacity: DEFAULT_INBOX_CAPACITY,
             transport: TransportConf::default(),
         }
     }
@@ -126,6 +139,13 @@ impl RpcEnvConfig {
                     .ok()
                     .filter(|v| *v > 0)
                     .ok_or_else(|| invalid(key, value, "milliseconds, >= 1"))?
+            }
+            "inbox_capacity" => {
+                self.inbox_capacity = value
+                    .parse()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| invalid(key, value, "a whole number >= 1"))?
             }
             _ => {
                 return Err(ConfError::UnknownKey {
@@ -251,5 +271,12 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("RPC_ASK_TIMEOUT_MS"));
         assert!(RpcEnvConfig::from_toml_str("[rpc]\nnam = 1\n").is_err());
+        let e = RpcEnvConfig::default()
+            .apply_env_vars([("RPC_INBOX_CAPACITY", "0")])
+            .unwrap_err();
+        assert!(e.to_string().contains("RPC_INBOX_CAPACITY"));
+        let mut c = RpcEnvConfig::default();
+        c.apply_env_vars([("RPC_INBOX_CAPACITY", "10")]).unwrap();
+        assert_eq!(c.inbox_capacity, 10);
     }
 }

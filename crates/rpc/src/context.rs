@@ -162,6 +162,12 @@ impl<R: RpcMessage> RpcCallContext<R> {
         }
     }
 
+    /// Drops the context without answering: for an ask the caller answers
+    /// itself because the inbox refused it.
+    pub(crate) fn disarm(mut self) {
+        self.reply_to = None;
+    }
+
     /// Fails the ask with a typed error (used by the Inbox for invalid messages and panics).
     pub(crate) fn fail_with(mut self, error: RpcError) {
         match self.reply_to.take() {

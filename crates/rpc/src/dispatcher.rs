@@ -41,17 +41,20 @@ pub(crate) struct Dispatcher {
     dedicated_loops: Mutex<Vec<Arc<MessageLoop>>>,
     stopped: AtomicBool,
     env_name: String,
+    inbox_capacity: usize,
 }
 
 impl Dispatcher {
-    /// A dispatcher with a shared loop of `threads` threads.
-    pub(crate) fn new(env_name: &str, threads: usize) -> std::io::Result<Self> {
+    /// A dispatcher with a shared loop of `threads` threads, whose inboxes hold
+    /// up to `inbox_capacity` messages each.
+    pub(crate) fn new(env_name: &str, threads: usize, inbox_capacity: usize) -> std::io::Result<Self> {
         Ok(Self {
             endpoints: RwLock::new(HashMap::new()),
             shared_loop: MessageLoop::start(&format!("{env_name}-dispatcher"), threads)?,
             dedicated_loops: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             env_name: env_name.to_string(),
+            inbox_capacity: inbox_capacity.max(1),
         })
     }
 
@@ -95,7 +98,14 @@ impl Dispatcher {
             None
         };
         let name: Arc<str> = name.into();
-        let inbox = Inbox::start(name.clone(), endpoint, cloner, scheduler, dedicated.is_some());
+        let inbox = Inbox::start(
+            name.clone(),
+            endpoint,
+            cloner,
+            scheduler,
+            dedicated.is_some(),
+            self.inbox_capacity,
+        );
         let target: Arc<dyn LocalTarget<E::Message, E::Reply>> = inbox.clone();
         map.insert(
             name,

@@ -149,10 +149,13 @@ impl RpcEnv {
         let transport = create_transport(&config.transport)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let dispatcher = Arc::new(
-            Dispatcher::new(&config.name, config.resolved_dispatcher_threads(cores)).map_err(|e| {
-                RpcError::RemoteFailure {
-                    message: format!("cannot start the dispatcher's threads: {e}"),
-                }
+            Dispatcher::new(
+                &config.name,
+                config.resolved_dispatcher_threads(cores),
+                config.inbox_capacity,
+            )
+            .map_err(|e| RpcError::RemoteFailure {
+                message: format!("cannot start the dispatcher's threads: {e}"),
             })?,
         );
         let handler = Arc::new(RpcHandler::new(dispatcher.clone()));
@@ -204,6 +207,13 @@ impl RpcEnv {
     /// The IO mode that runs (never `auto`).
     pub fn io_mode(&self) -> IoMode {
         self.inner.transport.io_mode()
+    }
+
+    /// Statistics of the transport's buffer pool: how many buffers were
+    /// served and returned, and the idle bytes it holds against its bound
+    /// (`pool_max_bytes`).
+    pub fn pool_stats(&self) -> transport::PoolStats {
+        self.inner.transport.pool().stats()
     }
 
     /// The configuration it was created with.

@@ -30,6 +30,18 @@ pub enum RpcError {
         /// The endpoint name.
         name: String,
     },
+    /// The endpoint's inbox holds `capacity` messages already: the endpoint is
+    /// not keeping up. For a remote ask this arrives from the remote RpcEnv.
+    #[error(
+        "the inbox of endpoint `{endpoint}` is full ({capacity} messages waiting); slow down, \
+         or raise `inbox_capacity` (RPC_INBOX_CAPACITY) on its RpcEnv"
+    )]
+    InboxFull {
+        /// The endpoint name.
+        endpoint: String,
+        /// The configured capacity.
+        capacity: usize,
+    },
     /// The RpcEnv is shut down.
     #[error("the RpcEnv is stopped; create a new one")]
     EnvStopped,
@@ -67,6 +79,16 @@ pub enum RpcError {
         /// The address.
         address: String,
         /// The transport's error.
+        #[source]
+        source: TransportError,
+    },
+    /// The connection to the remote RpcEnv was refused because authentication
+    /// failed: the two ends do not share the same `auth_secret`.
+    #[error("cannot talk to {address}: {source}")]
+    AuthenticationFailed {
+        /// The remote address.
+        address: String,
+        /// The transport's error, saying what failed.
         #[source]
         source: TransportError,
     },
@@ -128,12 +150,53 @@ impl RpcError {
     /// Maps a transport error seen by an RPC into the error a user acts on.
     pub(crate) fn from_transport(e: TransportError) -> Self {
         match e {
+            e @ TransportError::AuthenticationFailed { peer, .. } => Self::AuthenticationFailed {
+                address: peer.to_string(),
+                source: e,
+            },
             TransportError::ConnectionClosed { peer, reason } => Self::ConnectionLost {
                 peer: peer.to_string(),
                 reason,
             },
-            TransportError::RemoteFailure { message } => Self::RemoteFailure { message },
+            TransportError::RemoteFailure { message } => {
+                Self::parse_inbox_full(&message).unwrap_or(Self::RemoteFailure { message })
+            }
             other => Self::Transport(other),
         }
+    }
+
+    /// Reads an [`RpcError::InboxFull`] back from its text, as a remote RpcEnv sent it.
+    fn parse_inbox_full(message: &str) -> Option<Self> {
+        let rest = message.strip_prefix("the inbox of endpoint `")?;
+        let (endpoint, rest) = rest.split_once("` is full (")?;
+        let (capacity, _) = rest.split_once(" messages waiting)")?;
+        Some(Self::InboxFull {
+            endpoint: endpoint.to_string(),
+            capacity: capacity.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_full_survives_the_wire() {
+        let e = RpcError::InboxFull {
+            endpoint: "w`x".into(),
+            capacity: 12,
+        };
+        let back = RpcError::from_transport(TransportError::RemoteFailure {
+            message: e.to_string(),
+        });
+        assert!(
+            matches!(&back, RpcError::InboxFull { endpoint, capacity: 12 } if endpoint == "w`x"),
+            "{back:?}"
+        );
+        let other = RpcError::from_transport(TransportError::RemoteFailure {
+            message: "boom".into(),
+        });
+        assert!(matches!(other, RpcError::RemoteFailure { .. }));
     }
 }

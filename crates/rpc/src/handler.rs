@@ -17,12 +17,23 @@ use crate::envelope;
 use crate::error::RpcError;
 use crate::inbox::SystemEvent;
 
+/// 1, 10, 100, ...
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
 pub(crate) struct RpcHandler {
     pub(crate) env: OnceLock<Weak<EnvInner>>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) local_address: OnceLock<String>,
     /// The advertised RpcEnv address of each connection's peer, once a message told us.
     remote_addresses: Mutex<HashMap<ConnectionId, RpcAddress>>,
+    /// One-way messages dropped per connection, so that a flood of bad ones
+    /// logs the 1st, 10th, 100th, ... rather than every one.
+    dropped: Mutex<HashMap<ConnectionId, u64>>,
 }
 
 impl RpcHandler {
@@ -32,6 +43,7 @@ impl RpcHandler {
             dispatcher,
             local_address: OnceLock::new(),
             remote_addresses: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(HashMap::new()),
         }
     }
 
@@ -75,7 +87,19 @@ impl TransportHandler for RpcHandler {
 
     fn receive_one_way(&self, client: &TransportClient, body: Bytes) {
         if let Err(e) = self.post(client, body, None) {
-            tracing::warn!(peer = %client.peer_addr(), error = %e, "dropping a one-way message");
+            let dropped = {
+                let mut map = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+                let n = map.entry(client.id()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            // 1, 10, 100, ...: a flood of bad messages cannot flood the log.
+            if is_power_of_ten(dropped) {
+                tracing::warn!(
+                    peer = %client.peer_addr(), error = %e, dropped_on_this_connection = dropped,
+                    "dropping a one-way message"
+                );
+            }
         }
     }
 
@@ -85,6 +109,10 @@ impl TransportHandler for RpcHandler {
     }
 
     fn channel_inactive(&self, client: &TransportClient) {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.id());
         self.dispatcher
             .post_to_all(SystemEvent::Disconnected(client.peer_addr().into()));
         let known = self
@@ -114,5 +142,14 @@ impl TransportHandler for RpcHandler {
             self.dispatcher
                 .post_to_all(SystemEvent::NetworkError(error, addr));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn powers_of_ten() {
+        let hits: Vec<u64> = (0..=1000).filter(|n| super::is_power_of_ten(*n)).collect();
+        assert_eq!(hits, [1, 10, 100, 1000]);
     }
 }

@@ -97,6 +97,8 @@ pub(crate) struct Inbox<E: RpcEndpoint> {
     scheduler: LoopSender,
     /// A dedicated loop is told to stop once `OnStop` has run.
     dedicated: bool,
+    /// Messages the queue may hold before a send or ask is refused.
+    capacity: usize,
     me: Weak<Inbox<E>>,
 }
 
@@ -112,6 +114,7 @@ impl<E: RpcEndpoint> Inbox<E> {
         cloner: Option<fn(&E) -> E>,
         scheduler: LoopSender,
         dedicated: bool,
+        capacity: usize,
     ) -> Arc<Self> {
         let inbox = Arc::new_cyclic(|me| Self {
             name,
@@ -126,6 +129,7 @@ impl<E: RpcEndpoint> Inbox<E> {
             cloner,
             scheduler,
             dedicated,
+            capacity,
             me: me.clone(),
         });
         inbox.schedule();
@@ -141,10 +145,26 @@ impl<E: RpcEndpoint> Inbox<E> {
 
     fn enqueue(&self, msg: InboxMessage<E::Message, E::Reply>) -> Result<(), RpcError> {
         let mut st = lock(&self.state);
-        if st.stopped {
-            return Err(RpcError::EndpointStopped {
+        let refusable = matches!(msg, InboxMessage::OneWay { .. } | InboxMessage::Rpc { .. });
+        let refused = if st.stopped {
+            Some(RpcError::EndpointStopped {
                 name: self.name.to_string(),
-            });
+            })
+        } else if refusable && st.messages.len() >= self.capacity {
+            Some(RpcError::InboxFull {
+                endpoint: self.name.to_string(),
+                capacity: self.capacity,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            drop(st);
+            // The caller answers the ask with `error`; the context must not answer it first.
+            if let InboxMessage::Rpc { ctx, .. } = msg {
+                ctx.disarm();
+            }
+            return Err(error);
         }
         st.messages.push_back(msg);
         let schedule = st.concurrent || !std::mem::replace(&mut st.scheduled, true);

@@ -74,13 +74,14 @@ mod verifier;
 
 pub use address::RpcAddress;
 pub use backend::create_transport;
-pub use config::RpcEnvConfig;
+pub use config::{DEFAULT_INBOX_CAPACITY, RpcEnvConfig};
 pub use context::{RpcCallContext, RpcSender};
 pub use endpoint::RpcEndpoint;
 pub use endpoint_ref::RpcEndpointRef;
 pub use env::{RpcEnv, RpcEnvHandle};
 pub use error::RpcError;
 pub use message::{Msg, RpcMessage};
+pub use outbox::{CONNECT_RETRY_INITIAL, CONNECT_RETRY_MAX};
 pub use promise::AskFuture;
 pub use verifier::{CheckExistence, VERIFIER_NAME};
 

@@ -6,9 +6,18 @@
 //! the next message tries again. Once connected, a message goes straight to
 //! the connection's send queue. Connecting blocks, so it runs on a thread of
 //! its own (Spark's `clientConnectionExecutor`), never on a caller's thread.
+//!
+//! **Backoff.** After a failed attempt the outbox waits before the next one:
+//! [`CONNECT_RETRY_INITIAL`] after the first failure, doubling with each further one
+//! up to [`CONNECT_RETRY_MAX`]; a success resets it. A message sent while it waits
+//! fails at once with the error of the last attempt (asks complete with
+//! [`RpcError::ConnectFailed`]) instead of starting another connect, so a
+//! peer that is down costs one connect attempt per backoff period, not one per
+//! message. When a connection is lost, the next message reconnects at once.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use transport::{RpcResponseCallback, TransportClient, TransportClientFactory, TransportError};
@@ -58,12 +67,29 @@ impl OutboxMessage {
     }
 }
 
+/// The wait after the first failed connect attempt.
+pub const CONNECT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// The longest wait between connect attempts.
+pub const CONNECT_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The wait after `failures` failed attempts in a row (at least 1).
+fn backoff(failures: u32) -> Duration {
+    CONNECT_RETRY_INITIAL
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(CONNECT_RETRY_MAX)
+}
+
 #[derive(Default)]
 struct State {
     client: Option<TransportClient>,
     queue: VecDeque<OutboxMessage>,
     connecting: bool,
     stopped: bool,
+    /// Failed connect attempts in a row.
+    failures: u32,
+    /// No new attempt before this instant; messages fail with `last_error` until then.
+    retry_at: Option<Instant>,
+    last_error: Option<TransportError>,
 }
 
 /// The outbox of one remote address.
@@ -112,6 +138,14 @@ impl Outbox {
             return;
         }
         st.client = None;
+        if !st.connecting
+            && let (Some(at), Some(error)) = (st.retry_at, st.last_error.clone())
+            && Instant::now() < at
+        {
+            drop(st);
+            msg.fail(&self.address, &error);
+            return;
+        }
         st.queue.push_back(msg);
         if !st.connecting {
             st.connecting = true;
@@ -151,6 +185,9 @@ impl Outbox {
             Ok(client) => {
                 let mut st = self.lock();
                 st.connecting = false;
+                st.failures = 0;
+                st.retry_at = None;
+                st.last_error = None;
                 if st.stopped {
                     drop(st);
                     client.close();
@@ -169,8 +206,17 @@ impl Outbox {
                 }
             }
             Err(e) => {
-                tracing::warn!(address = %self.address, error = %e, "connecting failed; queued messages fail");
-                self.lock().connecting = false;
+                let mut st = self.lock();
+                st.connecting = false;
+                st.failures = st.failures.saturating_add(1);
+                let wait = backoff(st.failures);
+                st.retry_at = Some(Instant::now() + wait);
+                st.last_error = Some(e.clone());
+                drop(st);
+                tracing::warn!(
+                    address = %self.address, error = %e, retry_in = ?wait,
+                    "connecting failed; queued messages fail, and so do new ones until the retry"
+                );
                 self.fail_queued(&e);
             }
         }
@@ -199,6 +245,24 @@ pub(crate) fn connect_error(address: &RpcAddress, e: TransportError) -> RpcError
             address: address.to_string(),
             source: e,
         },
+        TransportError::AuthenticationFailed { .. } => RpcError::AuthenticationFailed {
+            address: address.to_string(),
+            source: e,
+        },
         other => RpcError::from_transport(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), CONNECT_RETRY_INITIAL);
+        assert_eq!(backoff(2), CONNECT_RETRY_INITIAL * 2);
+        assert_eq!(backoff(3), CONNECT_RETRY_INITIAL * 4);
+        assert_eq!(backoff(10), CONNECT_RETRY_MAX);
+        assert_eq!(backoff(u32::MAX), CONNECT_RETRY_MAX);
     }
 }

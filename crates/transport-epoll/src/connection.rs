@@ -45,6 +45,8 @@ struct SinkState {
     queue: VecDeque<EncodedFrame>,
     closed: bool,
     reason: Option<String>,
+    /// `close_after_flush` was called: close once the queue is written.
+    close_when_flushed: bool,
 }
 
 /// The queue between senders (any thread) and the connection's writer task.
@@ -102,6 +104,11 @@ impl FrameSink for SinkHandle {
         if let Some(reader) = self.0.reader.get() {
             reader.abort();
         }
+    }
+
+    fn close_after_flush(&self) {
+        self.0.state().close_when_flushed = true;
+        self.0.writer_wake.notify_one();
     }
 
     fn is_active(&self) -> bool {
@@ -219,11 +226,17 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
         }
     };
     let reason = match outcome {
-        Ok(()) if decoder.pending_bytes() > 0 => format!(
-            "the peer closed the connection mid-frame ({} bytes of it missing)",
-            decoder.pending_bytes()
-        ),
-        Ok(()) => "the peer closed the connection".to_string(),
+        Ok(()) => match decoder.finish() {
+            Ok(()) => "the peer closed the connection".to_string(),
+            Err(source) => {
+                let e = TransportError::Decode {
+                    peer: client.peer_addr(),
+                    source,
+                };
+                handler.exception_caught(client, &e);
+                e.to_string()
+            }
+        },
         Err(e) => {
             handler.exception_caught(client, &e);
             e.to_string()
@@ -258,6 +271,14 @@ async fn write_loop(
                 break;
             }
             std::mem::swap(&mut st.queue, &mut taken);
+            if taken.is_empty() && queue.is_empty() && st.close_when_flushed {
+                drop(st);
+                sink.mark_closed("closed locally after its last frames were written");
+                if let Some(reader) = sink.reader.get() {
+                    reader.abort();
+                }
+                break;
+            }
         }
         queue.append(&mut taken);
         if queue.is_empty() {

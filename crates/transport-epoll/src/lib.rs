@@ -180,6 +180,7 @@ impl Transport for EpollTransport {
         addr: SocketAddr,
         handler: Arc<dyn TransportHandler>,
     ) -> Result<Box<dyn TransportServer>, TransportError> {
+        let handler = transport::auth::server_handler(&self.conf, handler);
         let group = self.group(true, addr)?;
         let std_listener = socket::listen(addr).map_err(|e| TransportError::io("bind", addr, &e))?;
         let local_addr = std_listener
@@ -237,6 +238,39 @@ impl Transport for EpollTransport {
         addr: SocketAddr,
         handler: Arc<dyn TransportHandler>,
     ) -> Result<TransportClient, TransportError> {
+        transport::auth::connect(&self.conf, handler, |h| self.connect_raw(addr, h))
+    }
+
+    fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            server.close();
+        }
+        self.connections.close_all();
+        for slot in [&self.server_group, &self.client_group] {
+            if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                group.shutdown();
+            }
+        }
+    }
+}
+
+impl Drop for EpollTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl EpollTransport {
+    /// `Transport::connect` without the authentication handshake: the TCP
+    /// connection and its registration on a loop.
+    fn connect_raw(
+        &self,
+        addr: SocketAddr,
+        handler: Arc<dyn TransportHandler>,
+    ) -> Result<TransportClient, TransportError> {
         let group = self.group(false, addr)?;
         if group.is_loop_thread()
             || self
@@ -270,26 +304,5 @@ impl Transport for EpollTransport {
             Err(mpsc::RecvTimeoutError::Timeout) => Err(TransportError::ConnectTimeout { addr, timeout }),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(TransportError::Shutdown),
         }
-    }
-
-    fn shutdown(&self) {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            server.close();
-        }
-        self.connections.close_all();
-        for slot in [&self.server_group, &self.client_group] {
-            if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                group.shutdown();
-            }
-        }
-    }
-}
-
-impl Drop for EpollTransport {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }

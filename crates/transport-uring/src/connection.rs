@@ -245,13 +245,18 @@ impl EventLoop {
                     Some(_) => {}
                 }
             }
-            Err(None) => {
-                let reason = match conn.decoder.pending_bytes() {
-                    0 => "the peer closed the connection".to_string(),
-                    n => format!("the peer closed the connection mid-frame ({n} bytes of it missing)"),
-                };
-                self.close_connection(conn_key, Some(reason), None);
-            }
+            Err(None) => match conn.decoder.finish() {
+                Ok(()) => {
+                    self.close_connection(conn_key, Some("the peer closed the connection".into()), None)
+                }
+                Err(source) => {
+                    let e = TransportError::Decode {
+                        peer: conn.client.peer_addr(),
+                        source,
+                    };
+                    self.close_connection(conn_key, Some(e.to_string()), Some(e));
+                }
+            },
             Err(Some(e)) => self.close_connection(conn_key, Some(e.to_string()), Some(e)),
         }
     }

@@ -100,12 +100,17 @@ impl EventLoop {
         }
         if conn.send.is_none() {
             let mut queue = conn.queue.take().unwrap_or_default();
-            {
+            let close_when_flushed = {
                 let mut st = conn.sink.state();
                 st.scheduled = false;
                 queue.append(&mut st.queue);
-            }
-            if queue.is_empty() {
+                st.close_when_flushed
+            };
+            if queue.is_empty() && close_when_flushed {
+                let reason = "closed locally after its last frames were written".to_string();
+                self.close_connection(key, Some(reason), None);
+                return;
+            } else if queue.is_empty() {
                 conn.queue = Some(queue);
             } else {
                 let fd = types::Fd(conn.stream.as_raw_fd());

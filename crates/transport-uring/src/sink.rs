@@ -21,6 +21,8 @@ pub(crate) struct SinkState {
     pub(crate) queue: VecDeque<EncodedFrame>,
     /// Whether a `Flush` is posted and the loop has not taken the queue since.
     pub(crate) scheduled: bool,
+    /// `close_after_flush` was called: the loop closes once the queue is written.
+    pub(crate) close_when_flushed: bool,
     closed: bool,
     reason: Option<String>,
 }
@@ -96,6 +98,17 @@ impl FrameSink for SinkHandle {
             if let Some(home) = sink.home.upgrade() {
                 home.send(Command::Close(sink.key, sink.id));
             }
+        }
+    }
+
+    fn close_after_flush(&self) {
+        let sink = &*self.0;
+        let mut st = sink.state();
+        st.close_when_flushed = true;
+        let schedule = !std::mem::replace(&mut st.scheduled, true);
+        drop(st);
+        if schedule && let Some(home) = sink.home.upgrade() {
+            home.send(Command::Flush(sink.key, sink.id));
         }
     }
 

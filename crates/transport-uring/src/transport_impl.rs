@@ -172,6 +172,7 @@ impl Transport for UringTransport {
         addr: SocketAddr,
         handler: Arc<dyn TransportHandler>,
     ) -> Result<Box<dyn TransportServer>, TransportError> {
+        let handler = transport::auth::server_handler(&self.loop_conf.transport, handler);
         let group = self.group(true, addr)?;
         let listener = Arc::new(socket::listen(addr).map_err(|e| TransportError::io("bind", addr, &e))?);
         let local_addr = listener
@@ -200,6 +201,39 @@ impl Transport for UringTransport {
     }
 
     fn connect(
+        &self,
+        addr: SocketAddr,
+        handler: Arc<dyn TransportHandler>,
+    ) -> Result<TransportClient, TransportError> {
+        transport::auth::connect(&self.loop_conf.transport, handler, |h| self.connect_raw(addr, h))
+    }
+
+    fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            server.close();
+        }
+        self.connections.close_all();
+        for slot in [&self.server_group, &self.client_group] {
+            if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                group.shutdown();
+            }
+        }
+    }
+}
+
+impl Drop for UringTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl UringTransport {
+    /// `Transport::connect` without the authentication handshake: the TCP
+    /// connection and its registration on a loop.
+    fn connect_raw(
         &self,
         addr: SocketAddr,
         handler: Arc<dyn TransportHandler>,
@@ -235,26 +269,5 @@ impl Transport for UringTransport {
             Err(mpsc::RecvTimeoutError::Timeout) => Err(TransportError::ConnectTimeout { addr, timeout }),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(TransportError::Shutdown),
         }
-    }
-
-    fn shutdown(&self) {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            server.close();
-        }
-        self.connections.close_all();
-        for slot in [&self.server_group, &self.client_group] {
-            if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                group.shutdown();
-            }
-        }
-    }
-}
-
-impl Drop for UringTransport {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }

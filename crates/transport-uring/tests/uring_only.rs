@@ -302,7 +302,9 @@ fn sends_larger_than_the_socket_buffer_arrive_whole() {
     impl TransportHandler for Big {
         fn receive_rpc(&self, client: &TransportClient, request_id: i64, body: Bytes) {
             let seed = body[0];
-            let data: Vec<u8> = (0..256 << 10).map(|i: u32| (i as u8).wrapping_mul(seed | 1)).collect();
+            let data: Vec<u8> = (0..256 << 10)
+                .map(|i: u32| (i as u8).wrapping_mul(seed | 1))
+                .collect();
             let _ = client.send_response(request_id, Bytes::from(data));
         }
         fn receive_one_way(&self, _: &TransportClient, _: Bytes) {}
@@ -341,7 +343,9 @@ fn sends_larger_than_the_socket_buffer_arrive_whole() {
             let body = &frame[21..];
             assert_eq!(body.len(), 256 << 10);
             assert!(
-                body.iter().enumerate().all(|(i, b)| *b == (i as u8).wrapping_mul(seed | 1)),
+                body.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == (i as u8).wrapping_mul(seed | 1)),
                 "response {got} intact"
             );
             got += 1;

@@ -46,6 +46,12 @@ pub trait FrameSink: Send + Sync + 'static {
     /// Starts closing the connection: queued frames may be dropped, reads stop,
     /// and the backend then calls [`TransportClient::connection_closed`].
     fn close(&self);
+    /// Closes the connection once the frames queued so far are written (used to
+    /// deliver a last RpcFailure, such as an authentication refusal, before
+    /// closing). The default closes at once, dropping them.
+    fn close_after_flush(&self) {
+        self.close();
+    }
     /// Whether the connection still accepts frames.
     fn is_active(&self) -> bool;
 }
@@ -233,6 +239,12 @@ impl TransportClient {
     /// [`TransportError::ConnectionClosed`] once the backend has closed it.
     pub fn close(&self) {
         self.inner.sink.close();
+    }
+
+    /// Closes the connection once the frames already queued on it are written,
+    /// so that a last answer (an RpcFailure, say) reaches the peer first.
+    pub fn close_after_flush(&self) {
+        self.inner.sink.close_after_flush();
     }
 
     /// Routes one decoded frame: requests and one-way messages to `handler`,

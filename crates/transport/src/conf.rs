@@ -109,7 +109,10 @@ pub enum ConfError {
 /// | `receive_buffer_bytes` | `RPC_RECEIVE_BUFFER_BYTES` | 0 = OS default | `spark.rpc.io.receiveBuffer` |
 /// | `tcp_nodelay` | `RPC_TCP_NODELAY` | true | (always on in Spark) |
 /// | `pool_max_bytes` | `RPC_POOL_MAX_BYTES` | 67108864 (64 MiB) | (Netty allocator arenas) |
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// | `auth_secret` | `RPC_AUTH_SECRET` | none: no authentication | `spark.authenticate` + `spark.authenticate.secret` |
+///
+/// `Debug` prints `auth_secret` as `Some("<redacted>")`, never the secret itself.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TransportConf {
     /// Which backend runs.
     pub io_mode: IoMode,
@@ -131,6 +134,28 @@ pub struct TransportConf {
     pub tcp_nodelay: bool,
     /// Bound on idle bytes the buffer pool keeps, in bytes.
     pub pool_max_bytes: usize,
+    /// The shared secret both ends of every connection must prove they know
+    /// before any RPC flows (see [`crate::auth`]); `None` (or an empty value)
+    /// turns authentication off.
+    pub auth_secret: Option<String>,
+}
+
+impl fmt::Debug for TransportConf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportConf")
+            .field("io_mode", &self.io_mode)
+            .field("server_threads", &self.server_threads)
+            .field("client_threads", &self.client_threads)
+            .field("connections_per_peer", &self.connections_per_peer)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("send_buffer_bytes", &self.send_buffer_bytes)
+            .field("receive_buffer_bytes", &self.receive_buffer_bytes)
+            .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("pool_max_bytes", &self.pool_max_bytes)
+            .field("auth_secret", &self.auth_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for TransportConf {
@@ -146,12 +171,13 @@ impl Default for TransportConf {
             receive_buffer_bytes: 0,
             tcp_nodelay: true,
             pool_max_bytes: 64 << 20,
+            auth_secret: None,
         }
     }
 }
 
 /// Every key, in the order of the module table.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "io_mode",
     "server_threads",
     "client_threads",
@@ -162,6 +188,7 @@ pub const KEYS: [&str; 10] = [
     "receive_buffer_bytes",
     "tcp_nodelay",
     "pool_max_bytes",
+    "auth_secret",
 ];
 
 /// Prefix of the environment variables that override keys.
@@ -196,6 +223,7 @@ impl TransportConf {
             "receive_buffer_bytes" => self.receive_buffer_bytes = parse_num(key, value, COUNT)?,
             "tcp_nodelay" => self.tcp_nodelay = parse_num(key, value, "true or false")?,
             "pool_max_bytes" => self.pool_max_bytes = parse_num(key, value, COUNT)?,
+            "auth_secret" => self.auth_secret = (!value.is_empty()).then(|| value.to_string()),
             _ => {
                 return Err(ConfError::UnknownKey {
                     key: key.into(),
@@ -334,6 +362,11 @@ impl TransportConf {
         self.apply_env_vars(std::env::vars())
     }
 
+    /// The secret to authenticate connections with, when authentication is on.
+    pub fn auth_secret(&self) -> Option<&str> {
+        self.auth_secret.as_deref().filter(|s| !s.is_empty())
+    }
+
     /// The connect timeout as a [`Duration`].
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -359,84 +392,4 @@ fn resolve_threads(configured: usize, cores: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid_and_sparklike() {
-        let c = TransportConf::default();
-        c.validate().unwrap();
-        assert_eq!(c.max_frame_size, 134_217_728);
-        assert_eq!(c.connections_per_peer, 1);
-        assert_eq!(c.resolved_server_threads(2), 2);
-        assert_eq!(c.resolved_client_threads(64), 8);
-    }
-
-    #[test]
-    fn io_mode_parsing() {
-        assert_eq!("EPOLL".parse::<IoMode>().unwrap(), IoMode::Epoll);
-        assert_eq!("nio".parse::<IoMode>().unwrap(), IoMode::Epoll);
-        assert_eq!("io_uring".parse::<IoMode>().unwrap(), IoMode::IoUring);
-        let e = "kqueue".parse::<IoMode>().unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.contains("io_mode") && msg.contains("kqueue") && msg.contains("epoll, io_uring, auto"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn toml_file_then_env_then_code() {
-        let mut c = TransportConf::from_toml_str(
-            "[transport]\nio_mode = \"epoll\"\nserver_threads = 3\ntcp_nodelay = false\n[rpc]\nother = 1\n",
-        )
-        .unwrap();
-        assert_eq!(
-            (c.io_mode, c.server_threads, c.tcp_nodelay),
-            (IoMode::Epoll, 3, false)
-        );
-        c.apply_env_vars([
-            ("RPC_SERVER_THREADS", "5"),
-            ("PATH", "/bin"),
-            ("RPC_UNRELATED", "x"),
-        ])
-        .unwrap();
-        assert_eq!(c.server_threads, 5);
-        c.client_threads = 7;
-        c.validate().unwrap();
-    }
-
-    #[test]
-    fn bad_values_name_key_value_and_allowed() {
-        let e = TransportConf::from_toml_str("[transport]\nserver_threads = -2\n").unwrap_err();
-        assert_eq!(
-            e,
-            ConfError::InvalidValue {
-                key: "server_threads".into(),
-                value: "-2".into(),
-                allowed: "a whole number >= 0".into()
-            }
-        );
-        let e = TransportConf::from_toml_str("[transport]\nio_mod = \"epoll\"\n").unwrap_err();
-        assert!(
-            matches!(e, ConfError::UnknownKey { ref key, .. } if key == "io_mod"),
-            "{e}"
-        );
-        let e = TransportConf::default()
-            .apply_env_vars([("RPC_IO_MODE", "fast")])
-            .unwrap_err();
-        assert!(e.to_string().contains("RPC_IO_MODE") && e.to_string().contains("fast"));
-        let e = TransportConf::default()
-            .set("connections_per_peer", "0")
-            .unwrap_err();
-        assert!(e.to_string().contains(">= 1"));
-        let e = TransportConf::from_toml_str("[transport\n").unwrap_err();
-        assert!(matches!(e, ConfError::File { .. }));
-    }
-
-    #[test]
-    fn from_file_reports_the_path() {
-        let e = TransportConf::from_file("/nonexistent/rpc.toml").unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/rpc.toml"));
-    }
-}
+mod tests;

@@ -60,6 +60,18 @@ pub enum DecodeError {
         /// Bytes the frame actually holds after its header.
         actual: usize,
     },
+    /// The stream ended in the middle of a frame.
+    #[error(
+        "the peer closed the connection mid-frame: {received} bytes of the frame arrived{}; \
+         it was cut off",
+        missing.map_or_else(|| " (not even its 8-byte length)".to_string(), |m| format!(", {m} more were due"))
+    )]
+    Truncated {
+        /// Bytes of the unfinished frame that arrived, length prefix included.
+        received: usize,
+        /// Bytes still due, when the length prefix was complete.
+        missing: Option<usize>,
+    },
     /// An RpcFailure's error string is not valid UTF-8.
     #[error("RpcFailure error string is not valid UTF-8 (at byte {valid_up_to})")]
     InvalidUtf8 {
@@ -143,6 +155,18 @@ pub enum TransportError {
     BlockingCallOnEventLoop {
         /// The call made.
         call: &'static str,
+    },
+    /// The connection's authentication handshake failed (see [`crate::auth`]);
+    /// the connection was closed.
+    #[error(
+        "authentication with {peer} failed: {source}; both ends need the same `auth_secret` (RPC_AUTH_SECRET)"
+    )]
+    AuthenticationFailed {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: crate::auth::AuthError,
     },
     /// The configuration is invalid.
     #[error(transparent)]

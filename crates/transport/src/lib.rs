@@ -12,7 +12,9 @@
 //! - [`BufferPool`]: pooled buffers that return to the pool when their last `Bytes` drops;
 //! - [`IoMode`], [`TransportConf`]: configuration from TOML, environment and code;
 //! - [`Transport`], [`TransportHandler`], [`TransportClient`],
-//!   [`TransportClientFactory`]: the contract backends implement and users call.
+//!   [`TransportClientFactory`]: the contract backends implement and users call;
+//! - [`auth`]: shared-secret authentication of connections (`auth_secret`), the
+//!   same on every backend.
 //!
 //! # Example
 //!
@@ -40,6 +42,7 @@
 //! assert_eq!(frames[1], Frame::OneWayMessage { body: Bytes::from_static(b"hello") });
 //! ```
 
+pub mod auth;
 mod client;
 mod client_factory;
 mod conf;

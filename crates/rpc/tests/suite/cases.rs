@@ -72,8 +72,14 @@ pub fn on_start_first_on_stop_last(mode: IoMode) {
         local.send(Req::Seq(9)),
         Err(RpcError::EndpointStopped { .. })
     ));
+    // Asks to a stopped endpoint say why (not that the call was dropped unanswered).
     let err = remote.ask_sync(Req::Double(1)).unwrap_err();
-    assert!(err.to_string().contains("rec"), "{err}");
+    assert!(
+        err.to_string().contains("`rec`") && !err.to_string().contains("without replying"),
+        "{err}"
+    );
+    let err = local.ask_sync(Req::Double(1)).unwrap_err();
+    assert!(matches!(err, RpcError::EndpointStopped { .. }), "{err:?}");
 }
 
 pub fn messages_from_one_sender_in_order(mode: IoMode) {

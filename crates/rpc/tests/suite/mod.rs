@@ -5,6 +5,7 @@
 
 pub mod cases;
 pub mod endpoints;
+pub mod faults;
 pub mod peer;
 
 use std::net::SocketAddr;
@@ -35,7 +36,7 @@ pub fn client(mode: IoMode, name: &str) -> RpcEnv {
 #[macro_export]
 macro_rules! rpc_suite {
     ($mode:expr) => {
-        $crate::rpc_suite!(@cases $mode;
+        $crate::rpc_suite!(@cases $mode, cases;
             send_ask_and_ask_sync,
             on_start_first_on_stop_last,
             messages_from_one_sender_in_order,
@@ -54,12 +55,16 @@ macro_rules! rpc_suite {
             peer_process_killed_mid_ask_fails_at_once,
             another_process_asks_by_address
         );
+        $crate::rpc_suite!(@cases $mode, faults;
+            server_restart_while_client_keeps_sending,
+            blocked_endpoints_hold_up_no_other
+        );
     };
-    (@cases $mode:expr; $($case:ident),* $(,)?) => {
+    (@cases $mode:expr, $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::suite::cases::$case($mode);
+                $crate::suite::$module::$case($mode);
             }
         )*
     };

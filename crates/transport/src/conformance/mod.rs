@@ -25,7 +25,8 @@
 //! - [`lifecycle`]: channel events, closing, shutdown, connection refused,
 //!   the IO mode and pooled reads;
 //! - [`faults`]: peers closing mid-frame, undecodable input, frames over the
-//!   size limit.
+//!   size limit;
+//! - [`auth`]: closing after a last answer, and `auth_secret` gating connections.
 
 use std::sync::Arc;
 
@@ -33,10 +34,12 @@ use crate::{Transport, TransportConf};
 
 mod support;
 
+pub mod auth;
 pub mod faults;
 pub mod lifecycle;
 pub mod rpc;
 
+pub use auth::{auth_secret_gates_connections, close_after_flush_delivers_queued_frames};
 pub use faults::{
     bad_input_closes_only_that_connection, oversized_send_fails_without_closing, peer_closing_mid_frame,
 };
@@ -82,6 +85,8 @@ macro_rules! conformance_suite {
             peer_closing_mid_frame,
             bad_input_closes_only_that_connection,
             oversized_send_fails_without_closing,
+            close_after_flush_delivers_queued_frames,
+            auth_secret_gates_connections,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
