@@ -1,7 +1,8 @@
 //! A tiny closed-loop echo benchmark: one connection, `--inflight` RPCs of
 //! `--size` bytes kept in flight for `--secs` seconds; prints requests per second.
 //! `--zc` sets the io_uring zero-copy threshold, `--buf-size` its provided-buffer size,
-//! `--spin-us` how long its loops poll before parking.
+//! `--spin-us` how long its loops poll before parking, `--fixed-files true` registers
+//! sockets in the ring's file table.
 //!
 //! ```text
 //! cargo run --release --example echo_bench -- --backend uring --size 64 --inflight 64 --secs 3
@@ -59,6 +60,7 @@ struct Args {
     zc: usize,
     buf_size: usize,
     spin_us: u64,
+    fixed_files: bool,
 }
 
 fn parse() -> Args {
@@ -70,6 +72,7 @@ fn parse() -> Args {
         zc: 0,
         buf_size: UringConf::default().buf_size,
         spin_us: 0,
+        fixed_files: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -80,6 +83,7 @@ fn parse() -> Args {
             "--inflight" => a.inflight = value.parse().expect("--inflight takes a count"),
             "--secs" => a.secs = value.parse().expect("--secs takes seconds"),
             "--buf-size" => a.buf_size = value.parse().expect("--buf-size takes bytes"),
+            "--fixed-files" => a.fixed_files = value.parse().expect("--fixed-files takes true or false"),
             "--spin-us" => a.spin_us = value.parse().expect("--spin-us takes microseconds"),
             "--zc" => a.zc = value.parse().expect("--zc takes a threshold in bytes (0 = off)"),
             other => panic!("unknown argument {other}; see the example's docs"),
@@ -103,6 +107,7 @@ fn main() {
                 zero_copy_threshold: a.zc,
                 buf_size: a.buf_size,
                 spin_before_park: Duration::from_micros(a.spin_us),
+                fixed_files: a.fixed_files,
                 ..UringConf::default()
             };
             let pool = BufferPool::new(conf.pool_max_bytes);
@@ -128,8 +133,8 @@ fn main() {
     d.stop.store(true, Ordering::Relaxed);
     let rate = (n1 - n0) as f64 / elapsed.as_secs_f64();
     println!(
-        "backend={} size={} inflight={} zc={} spin_us={} req/s={:.0}",
-        a.backend, a.size, a.inflight, a.zc, a.spin_us, rate
+        "backend={} size={} inflight={} zc={} spin_us={} fixed_files={} req/s={:.0}",
+        a.backend, a.size, a.inflight, a.zc, a.spin_us, a.fixed_files, rate
     );
     t.shutdown();
 }

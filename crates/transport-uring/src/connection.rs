@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use io_uring::{opcode, types};
+use io_uring::opcode;
 use transport::{
     BufferPool, ConnectionId, ConnectionRegistry, FrameDecoder, TransportClient, TransportError,
     TransportHandler, WriteQueue,
@@ -56,7 +56,27 @@ pub(crate) struct Connection {
     pub(crate) dirty: bool,
     pub(crate) closing: bool,
     registries: Vec<ConnectionRegistry>,
+    /// The socket's index in the ring's file table, when registered there.
+    pub(crate) fixed: Option<u32>,
 }
+
+/// Builds an SQE on connection `$conn`'s socket: by its index in the ring's
+/// file table when registered (`types::Fixed`), by its descriptor otherwise.
+macro_rules! on_socket {
+    ($conn:expr, |$target:ident| $build:expr) => {
+        match $conn.fixed {
+            Some(slot) => {
+                let $target = io_uring::types::Fixed(slot);
+                $build
+            }
+            None => {
+                let $target = io_uring::types::Fd(std::os::fd::AsRawFd::as_raw_fd(&$conn.stream));
+                $build
+            }
+        }
+    };
+}
+pub(crate) use on_socket;
 
 impl EventLoop {
     /// Starts serving `a.stream`: registers it, calls `channel_active`, arms
@@ -94,6 +114,7 @@ impl EventLoop {
         let local = stream
             .local_addr()
             .map_err(|e| TransportError::io("start", peer, &e))?;
+        let fixed = self.files.register(self.ops.ring(), stream.as_raw_fd());
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let sink = Arc::new(SinkShared::new(peer, key, p.id, Arc::downgrade(&self.handle)));
@@ -116,6 +137,7 @@ impl EventLoop {
             dirty: false,
             closing: false,
             registries: p.registries,
+            fixed,
         });
         p.handler.channel_active(&client);
         // Arms the recv (and flushes anything `channel_active` sent) this turn.
@@ -135,21 +157,21 @@ impl EventLoop {
             return;
         }
         conn.switching = false;
-        let fd = types::Fd(conn.stream.as_raw_fd());
         let direct = conn.decoder.pending_bytes() >= direct_min;
         let op = if direct {
             let buf = conn.decoder.direct_read_buf().unwrap_or_default();
             // MSG_WAITALL: one completion for the rest of the frame, not one per segment.
-            let sqe = opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len().min(1 << 30) as u32)
+            let (ptr, len) = (buf.as_mut_ptr(), buf.len().min(1 << 30) as u32);
+            let sqe = on_socket!(conn, |fd| opcode::Recv::new(fd, ptr, len)
                 .flags(libc::MSG_WAITALL)
-                .build();
+                .build());
             // SAFETY: the buffer is the unfilled part of the decoder's frame in
             // progress, heap memory owned by this connection. The connection is
             // kept in the slab until this recv's CQE (close waits for `recv` to
             // clear), and its decoder is not fed while a recv is in flight.
             unsafe { self.ops.start(sqe, Op::RecvDirect(key)) }
         } else {
-            let sqe = opcode::RecvMulti::new(fd, bgid).build();
+            let sqe = on_socket!(conn, |fd| opcode::RecvMulti::new(fd, bgid).build());
             // SAFETY: no pointer: the kernel picks buffers from the provided-buffer
             // ring, whose memory the loop keeps registered until it ends.
             unsafe { self.ops.start(sqe, Op::Recv(key)) }
@@ -302,7 +324,10 @@ impl EventLoop {
             .get(key)
             .is_some_and(|c| c.closing && c.recv.is_none() && c.send.is_none())
         {
-            self.conns.remove(key);
+            let conn = self.conns.remove(key);
+            if let Some(slot) = conn.fixed {
+                self.files.unregister(self.ops.ring(), slot);
+            }
         }
     }
 }

@@ -18,6 +18,9 @@
 //!   body reaches [`UringConf::zero_copy_threshold`];
 //! - other threads' sends wake the ring through an eventfd with a read pending
 //!   on it, written only when the loop may be parked.
+//! - every socket is registered in the ring's file table and named by index
+//!   (`IOSQE_FIXED_FILE`; [`UringConf::fixed_files`], on by default, with
+//!   the measurement that chose it).
 //!
 //! [`UringTransport::new`] runs [`probe`] first and returns
 //! [`TransportError::IoModeUnavailable`] naming the cause (seccomp,
@@ -78,6 +81,7 @@
 mod buf_ring;
 mod conf;
 mod connection;
+mod files;
 mod group;
 mod ops;
 mod probe;
@@ -88,7 +92,7 @@ mod sink;
 mod socket;
 mod transport_impl;
 
-pub use conf::{SPIN_US_ENV, UringConf, ZERO_COPY_THRESHOLD_ENV};
+pub use conf::{FIXED_FILE_SLOTS, FIXED_FILES_ENV, SPIN_US_ENV, UringConf, ZERO_COPY_THRESHOLD_ENV};
 pub use probe::{FORCE_UNAVAILABLE_ENV, MIN_KERNEL, ProbeReport, UringUnavailable, probe};
 pub use transport_impl::UringTransport;
 

@@ -21,6 +21,7 @@ use transport::{BufferPool, ConnectionId, TransportClient, TransportConf, Transp
 use crate::buf_ring::BufRing;
 use crate::conf::UringConf;
 use crate::connection::{Connection, ConnectionParams};
+use crate::files::FileTable;
 use crate::group::{LoopHandle, Picker};
 use crate::ops::{Completion, IGNORED, Op, Ops};
 use crate::probe::build_ring;
@@ -64,6 +65,8 @@ pub(crate) struct Adopt {
 pub(crate) struct EventLoop {
     pub(crate) ops: Ops,
     pub(crate) buf_ring: BufRing,
+    /// Registered sockets (empty unless `fixed_files`).
+    pub(crate) files: FileTable,
     pub(crate) conns: Slab<Connection>,
     pub(crate) listeners: Slab<Listener>,
     pub(crate) handle: Arc<LoopHandle>,
@@ -90,9 +93,11 @@ impl EventLoop {
             conf.uring.buf_size,
             BUF_GROUP,
         )?;
+        let files = FileTable::new(&ring, conf.uring.fixed_files);
         Ok(Self {
             ops: Ops::new(ring),
             buf_ring,
+            files,
             conns: Slab::new(),
             listeners: Slab::new(),
             handle,

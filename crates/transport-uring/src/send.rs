@@ -8,11 +8,11 @@
 //! zero-copy send, with the buffer notification that follows it.
 
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
 
-use io_uring::{opcode, types};
+use io_uring::opcode;
 use transport::{MAX_IOV, TransportError, WriteQueue};
 
+use crate::connection::on_socket;
 use crate::ops::{Completion, Op};
 use crate::ring_loop::EventLoop;
 
@@ -113,13 +113,16 @@ impl EventLoop {
             } else if queue.is_empty() {
                 conn.queue = Some(queue);
             } else {
-                let fd = types::Fd(conn.stream.as_raw_fd());
                 let batch = SendBatch::new(queue, threshold);
                 let flags = (libc::MSG_WAITALL | libc::MSG_NOSIGNAL) as u32;
                 let sqe = if batch.is_zero_copy() {
-                    opcode::SendMsgZc::new(fd, batch.msghdr()).flags(flags).build()
+                    on_socket!(conn, |fd| opcode::SendMsgZc::new(fd, batch.msghdr())
+                        .flags(flags)
+                        .build())
                 } else {
-                    opcode::SendMsg::new(fd, batch.msghdr()).flags(flags).build()
+                    on_socket!(conn, |fd| opcode::SendMsg::new(fd, batch.msghdr())
+                        .flags(flags)
+                        .build())
                 };
                 // SAFETY: the msghdr, its iovecs and the frames they point into
                 // are heap memory owned by `batch`, which moves into the op entry
