@@ -172,14 +172,10 @@ impl RpcEnvConfig {
             transport,
             ..Self::default()
         };
-        if let Some(table) = doc.get("rpc").and_then(toml::Value::as_table) {
-            for (key, value) in table {
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                conf.set(key, &text)?;
-            }
+        let entries = transport::settings::toml_table_entries(&doc, "rpc")
+            .map_err(|value| invalid("rpc", &value, "a table of rpc keys"))?;
+        for (key, text) in entries.unwrap_or_default() {
+            conf.set(&key, &text)?;
         }
         Ok(conf)
     }
@@ -212,21 +208,15 @@ impl RpcEnvConfig {
             .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
             .collect();
         self.transport.apply_env_vars(vars.iter().map(|(k, v)| (k, v)))?;
-        for (name, value) in &vars {
-            let Some(key) = name.strip_prefix(transport::ENV_PREFIX) else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if KEYS.contains(&key.as_str()) {
-                self.set(&key, value).map_err(|e| match e {
-                    ConfError::InvalidValue { value, allowed, .. } => ConfError::InvalidValue {
-                        key: name.clone(),
-                        value,
-                        allowed,
-                    },
-                    other => other,
-                })?;
-            }
+        for o in transport::settings::env_overrides(vars, transport::ENV_PREFIX, &KEYS) {
+            self.set(&o.key, &o.value).map_err(|e| match e {
+                ConfError::InvalidValue { value, allowed, .. } => ConfError::InvalidValue {
+                    key: o.variable.clone(),
+                    value,
+                    allowed,
+                },
+                other => other,
+            })?;
         }
         Ok(())
     }

@@ -173,14 +173,15 @@ impl StandaloneConfig {
                 expected: "a valid TOML document".into(),
             })?;
         let mut conf = Self::default();
-        if let Some(table) = doc.get("standalone").and_then(toml::Value::as_table) {
-            for (key, value) in table {
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                conf.set(key, &text)?;
+        let entries = transport::settings::toml_table_entries(&doc, "standalone").map_err(|value| {
+            StandaloneError::BadSetting {
+                key: "standalone".into(),
+                value,
+                expected: "a table of standalone keys".into(),
             }
+        })?;
+        for (key, text) in entries.unwrap_or_default() {
+            conf.set(&key, &text)?;
         }
         Ok(conf)
     }
@@ -195,21 +196,15 @@ impl StandaloneConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        for (name, value) in vars {
-            let Some(key) = name.as_ref().strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if KEYS.contains(&key.as_str()) {
-                self.set(&key, value.as_ref()).map_err(|e| match e {
-                    StandaloneError::BadSetting { value, expected, .. } => StandaloneError::BadSetting {
-                        key: name.as_ref().into(),
-                        value,
-                        expected,
-                    },
-                    other => other,
-                })?;
-            }
+        for o in transport::settings::env_overrides(vars, ENV_PREFIX, &KEYS) {
+            self.set(&o.key, &o.value).map_err(|e| match e {
+                StandaloneError::BadSetting { value, expected, .. } => StandaloneError::BadSetting {
+                    key: o.variable.clone(),
+                    value,
+                    expected,
+                },
+                other => other,
+            })?;
         }
         Ok(())
     }

@@ -276,22 +276,15 @@ impl TransportConf {
             message: e.to_string(),
         })?;
         let mut conf = Self::default();
-        let Some(table) = doc.get("transport") else {
-            return Ok(conf);
-        };
-        let table = table.as_table().ok_or_else(|| ConfError::InvalidValue {
-            key: "transport".into(),
-            value: table.to_string(),
-            allowed: "a table of transport keys".into(),
+        let entries = crate::settings::toml_table_entries(&doc, "transport").map_err(|value| {
+            ConfError::InvalidValue {
+                key: "transport".into(),
+                value,
+                allowed: "a table of transport keys".into(),
+            }
         })?;
-        for (key, value) in table {
-            let text = match value {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => other.to_string(),
-            };
-            conf.set(key, &text).map_err(|e| match e {
+        for (key, text) in entries.unwrap_or_default() {
+            conf.set(&key, &text).map_err(|e| match e {
                 ConfError::UnknownKey { key, known, .. } => ConfError::UnknownKey {
                     key,
                     place: "the [transport] table".into(),
@@ -334,17 +327,10 @@ impl TransportConf {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        for (name, value) in vars {
-            let Some(key) = name.as_ref().strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if !KEYS.contains(&key.as_str()) {
-                continue;
-            }
-            self.set(&key, value.as_ref()).map_err(|e| match e {
+        for o in crate::settings::env_overrides(vars, ENV_PREFIX, &KEYS) {
+            self.set(&o.key, &o.value).map_err(|e| match e {
                 ConfError::InvalidValue { value, allowed, .. } => ConfError::InvalidValue {
-                    key: name.as_ref().to_string(),
+                    key: o.variable.clone(),
                     value,
                     allowed,
                 },

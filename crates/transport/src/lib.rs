@@ -52,6 +52,7 @@ mod frame;
 mod pool;
 pub mod protocol;
 mod registry;
+pub mod settings;
 mod transport;
 mod write_queue;
 
