@@ -41,6 +41,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Adds V2 histogram files (.hist) from several processes or hosts; prints one JSON line.
     Merge(MergeArgs),
+    /// Serves alone (transport echo or the rpc echo endpoint) until SIGINT/SIGTERM; prints `LISTENING <addr>` first.
+    Serve(crate::serve::ServeArgs),
+    /// Drives a remote `serve` (or any Spark-framed server at the transport level); prints the record of `run`.
+    Load(crate::remote_load::LoadArgs),
 }
 
 /// Options of `rpc-bench report`.
@@ -93,9 +97,26 @@ pub struct RunArgs {
     /// Connections (at the rpc level: client-mode RpcEnvs, one connection each).
     #[arg(long, default_value_t = 1, value_parser = parse_count)]
     pub conns: usize,
-    /// Requests in flight per connection (closed loop).
-    #[arg(long, default_value_t = 1, value_parser = parse_count)]
-    pub inflight: usize,
+    /// Requests in flight per connection (closed loop); with --rate, the most a connection
+    /// keeps outstanding (later due requests queue, their latency growing) [default: 1; with --rate, 64].
+    #[arg(long, value_parser = parse_count)]
+    pub inflight: Option<usize>,
+    /// Open loop: requests per second over all connections, sent on a fixed timetable, each
+    /// request's latency counted from when it was due (coordinated omission corrected).
+    /// Without it the load is a closed loop.
+    #[arg(long, value_parser = crate::workload::parse_rate)]
+    pub rate: Option<u64>,
+    /// Pin the server's threads (event loops; at the rpc level also its dispatcher threads)
+    /// to these CPUs: `0`, `0,1`, `0-1`.
+    #[arg(long, value_parser = crate::host::parse_cpu_list)]
+    pub server_cpus: Option<crate::host::CpuList>,
+    /// Pin the client's threads (event loops, raw-tokio's runtimes, the open-loop pacer) to these CPUs.
+    #[arg(long, value_parser = crate::host::parse_cpu_list)]
+    pub client_cpus: Option<crate::host::CpuList>,
+    /// Read options from a TOML file with the flags' names as keys (`payload = 64`,
+    /// `io_mode = "epoll"`, `rate = 20000`); flags on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Measurement time, in seconds.
     #[arg(long, default_value = "2", value_parser = parse_seconds)]
     pub duration: f64,
@@ -133,12 +154,18 @@ impl RunArgs {
                 payload: self.payload,
                 response: self.response.unwrap_or(self.payload),
                 conns: self.conns,
-                inflight: self.inflight,
+                inflight: self.inflight.unwrap_or(match self.rate {
+                    Some(_) => crate::workload::OPEN_LOOP_CAP,
+                    None => 1,
+                }),
+                rate: self.rate,
             },
             duration_s: self.duration,
             warmup_s: self.warmup,
             server_threads: self.server_threads,
             client_threads: self.client_threads,
+            server_cpus: self.server_cpus,
+            client_cpus: self.client_cpus,
         }
     }
 }
@@ -169,6 +196,10 @@ pub struct MatrixArgs {
     /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "transport,rpc")]
     pub levels: Vec<Level>,
+    /// Read options from a TOML file with the flags' names as keys (`repeat = 5`,
+    /// `systems = ["epoll", "raw-tokio"]`); flags on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 impl MatrixArgs {
@@ -216,6 +247,17 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
                 "Rewrote {} and its plots",
                 args.dir.join(crate::report::SUMMARY_MD).display()
             );
+        }
+        Some(Command::Serve(args)) => {
+            let report = crate::serve::serve(&args)?;
+            eprintln!("rpc-bench serve: {report}");
+        }
+        Some(Command::Load(args)) => {
+            let mut record = crate::remote_load::run(&args, &env)?;
+            if let Some(dir) = &args.histogram_dir {
+                save_run_histogram(dir, &mut record)?;
+            }
+            println!("{}", crate::remote_load::render(&record, &args)?);
         }
         Some(Command::Merge(args)) => {
             let merged = merge_files(&args.files)?;

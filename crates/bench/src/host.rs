@@ -1,8 +1,26 @@
-//! Where a run ran: the machine, the CPUs the process may use, the source revision.
+//! Where a run ran: the machine, the CPUs the process may use, the source revision;
+//! and CPU lists (`--server-cpus 0`, `--client-cpus 1-3`) with the thread pinning they drive.
+//!
+//! # What is pinned
+//! The transport crates have no pinning hook, so the bench pins threads from outside by thread
+//! id (`sched_setaffinity` on a `/proc/self/task` entry): [`ThreadPins`] notes the process's
+//! threads, and after the server side (or the client side) has started, pins every thread
+//! that appeared meanwhile. At the transport level that is the server's event loops (created
+//! by `bind`) and the client's event loops (created by the first `connect`); at the rpc level
+//! every thread the server RpcEnv starts (event loops, MessageLoop dispatcher threads, its
+//! timeout thread) and every thread the client RpcEnvs start. Threads started later inherit
+//! the mask of the thread that starts them. raw-tokio's threads and the open-loop pacer pin
+//! themselves. The bench's main thread (which only sleeps while measuring) is not pinned;
+//! neither are io_uring's kernel workers (`iou-*`), which refuse affinity changes.
 
+use std::collections::HashSet;
+use std::fmt;
 use std::path::Path;
 use std::process::Command;
+use std::str::FromStr;
 
+use rustix::thread::CpuSet;
+use rustix::thread::Pid;
 use serde::{Deserialize, Serialize};
 
 /// The machine.
@@ -25,6 +43,251 @@ pub struct CpuPlacement {
     pub pinned: bool,
     /// CPU numbers the process may run on (`sched_getaffinity`).
     pub allowed: Vec<usize>,
+}
+
+/// Where one run's threads ran, as its record says: `{"pinned": true, "allowed": [0, 1],
+/// "server": [0], "client": [1]}`, or `{"pinned": false, "allowed": [0, 1]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlacement {
+    /// Whether `--server-cpus` or `--client-cpus` pinned threads.
+    pub pinned: bool,
+    /// CPU numbers the process may run on (`sched_getaffinity`).
+    pub allowed: Vec<usize>,
+    /// CPUs of the server's threads when pinned (the allowed set for a side not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<Vec<usize>>,
+    /// CPUs of the client's threads when pinned (the allowed set for a side not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Vec<usize>>,
+}
+
+impl RunPlacement {
+    /// The placement of a run on `env` with the given CPU lists (`None`: that side not pinned).
+    pub fn new(env: &CpuPlacement, server: Option<CpuList>, client: Option<CpuList>) -> Self {
+        let pinned = server.is_some() || client.is_some();
+        let side = |l: Option<CpuList>| l.map_or_else(|| env.allowed.clone(), |l| l.cpus());
+        Self {
+            pinned,
+            allowed: env.allowed.clone(),
+            server: pinned.then(|| side(server)),
+            client: pinned.then(|| side(client)),
+        }
+    }
+}
+
+/// A set of CPU numbers, written `0`, `0,1`, `0-3` or `0-1,6` (ranges inclusive).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CpuList([u64; Self::WORDS]);
+
+/// Why a text is not a CPU list, or a list cannot be used here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuListError {
+    /// The text does not parse.
+    #[error("`{text}` is not a CPU list: {reason}; write CPU numbers and ranges, e.g. `0`, `0,1` or `0-3`")]
+    Syntax {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Some CPUs are outside this process's affinity mask.
+    #[error(
+        "CPU {missing} of `{list}` is not available to this process (allowed: {allowed}); pick from those"
+    )]
+    NotAllowed {
+        /// The list asked for.
+        list: String,
+        /// The CPUs of it that are not allowed.
+        missing: String,
+        /// The allowed CPUs.
+        allowed: String,
+    },
+}
+
+impl CpuList {
+    /// 64-bit words of the mask.
+    const WORDS: usize = 4;
+    /// CPU numbers a list may hold: 0 to 255 (kept small: a list is copied with every run spec).
+    pub const MAX_CPUS: usize = 64 * Self::WORDS;
+
+    /// The CPU numbers, ascending.
+    pub fn cpus(&self) -> Vec<usize> {
+        (0..Self::MAX_CPUS)
+            .filter(|&i| self.0[i / 64] & (1 << (i % 64)) != 0)
+            .collect()
+    }
+
+    /// The mask to hand to `sched_setaffinity`.
+    pub fn cpu_set(&self) -> CpuSet {
+        let mut set = CpuSet::new();
+        self.cpus().into_iter().for_each(|c| set.set(c));
+        set
+    }
+
+    /// Checks that every CPU of the list is in `allowed` (this process's affinity mask).
+    ///
+    /// # Errors
+    /// [`CpuListError::NotAllowed`] naming the CPUs that are not.
+    pub fn check_allowed(&self, allowed: &[usize]) -> Result<(), CpuListError> {
+        let missing: Vec<usize> = self.cpus().into_iter().filter(|c| !allowed.contains(c)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        Err(CpuListError::NotAllowed {
+            list: self.to_string(),
+            missing: join(&missing),
+            allowed: join(allowed),
+        })
+    }
+}
+
+impl FromStr for CpuList {
+    type Err = CpuListError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: String| CpuListError::Syntax {
+            text: text.into(),
+            reason,
+        };
+        let num = |s: &str| -> Result<usize, CpuListError> {
+            match s.trim().parse::<usize>() {
+                Ok(n) if n < Self::MAX_CPUS => Ok(n),
+                Ok(n) => Err(bad(format!(
+                    "CPU {n} is beyond the largest, {}",
+                    Self::MAX_CPUS - 1
+                ))),
+                Err(_) => Err(bad(format!("`{}` is not a CPU number", s.trim()))),
+            }
+        };
+        let mut set = [0u64; Self::WORDS];
+        for part in text.split(',') {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(part)?, num(part)?),
+            };
+            if lo > hi {
+                return Err(bad(format!("the range `{}` runs backwards", part.trim())));
+            }
+            (lo..=hi).for_each(|c| set[c / 64] |= 1 << (c % 64));
+        }
+        Ok(Self(set))
+    }
+}
+
+impl fmt::Display for CpuList {
+    /// Ranges joined by commas: `0-3,6`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cpus = self.cpus();
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < cpus.len() {
+            let mut j = i;
+            while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+                j += 1;
+            }
+            parts.push(if i == j {
+                cpus[i].to_string()
+            } else {
+                format!("{}-{}", cpus[i], cpus[j])
+            });
+            i = j + 1;
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl fmt::Debug for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CpuList({self})")
+    }
+}
+
+impl Serialize for CpuList {
+    /// As the list of CPU numbers.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.cpus().serialize(s)
+    }
+}
+
+/// Parses a CPU list for clap (`--server-cpus 0-1`).
+///
+/// # Errors
+/// The [`CpuListError`] message.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    text.parse().map_err(|e: CpuListError| e.to_string())
+}
+
+/// Pins the calling thread to `cpus`.
+///
+/// # Errors
+/// The OS error of `sched_setaffinity` (e.g. none of the CPUs is allowed).
+pub fn pin_current_thread(cpus: &CpuList) -> std::io::Result<()> {
+    rustix::thread::sched_setaffinity(None, &cpus.cpu_set()).map_err(std::io::Error::from)
+}
+
+/// Pins the threads of this process that start between two points of a run (see the module docs).
+#[derive(Debug)]
+pub struct ThreadPins {
+    known: HashSet<i32>,
+}
+
+impl ThreadPins {
+    /// Notes the threads the process has now; [`pin_new`](Self::pin_new) pins only later ones.
+    pub fn start() -> Self {
+        Self {
+            known: thread_ids().into_iter().collect(),
+        }
+    }
+
+    /// Pins every thread that started since the last call (or [`start`](Self::start)) to
+    /// `cpus`, and notes them all; with `None`, only notes them. Returns how many were pinned.
+    ///
+    /// # Errors
+    /// The OS error when one of the bench's or transport's threads refuses the mask; threads
+    /// that ended meanwhile and io_uring's kernel workers are skipped.
+    pub fn pin_new(&mut self, cpus: Option<&CpuList>) -> std::io::Result<usize> {
+        let mut pinned = 0;
+        for tid in thread_ids() {
+            if !self.known.insert(tid) {
+                continue;
+            }
+            let Some(cpus) = cpus else { continue };
+            let Some(pid) = Pid::from_raw(tid) else { continue };
+            match rustix::thread::sched_setaffinity(Some(pid), &cpus.cpu_set()) {
+                Ok(()) => pinned += 1,
+                Err(rustix::io::Errno::SRCH) => {}
+                Err(_) if thread_name(tid).starts_with("iou-") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+/// Ids of this process's threads (`/proc/self/task`; empty if it cannot be read).
+pub fn thread_ids() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The name of thread `tid` of this process (`comm`, at most 15 bytes), or empty.
+pub fn thread_name(tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// CPU numbers thread `tid` of this process may run on (empty if it cannot be read).
+pub fn thread_cpus(tid: i32) -> Vec<usize> {
+    Pid::from_raw(tid)
+        .and_then(|p| rustix::thread::sched_getaffinity(Some(p)).ok())
+        .map(|set| (0..CpuSet::MAX_CPU).filter(|&i| set.is_set(i)).collect())
+        .unwrap_or_default()
 }
 
 /// Everything about the environment a record carries, gathered once per process.
@@ -111,6 +374,53 @@ mod tests {
         let text = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t: fpu\n\nmodel name\t: other\n";
         assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 9R14"));
         assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn cpu_lists_parse_and_print() {
+        let l: CpuList = "0".parse().unwrap();
+        assert_eq!(l.cpus(), vec![0]);
+        let l: CpuList = "0,1".parse().unwrap();
+        assert_eq!((l.cpus(), l.to_string()), (vec![0, 1], "0-1".to_string()));
+        let l: CpuList = " 0-2, 5 ,7-7".parse().unwrap();
+        assert_eq!(
+            (l.cpus(), l.to_string()),
+            (vec![0, 1, 2, 5, 7], "0-2,5,7".to_string())
+        );
+        assert_eq!(serde_json::to_string(&l).unwrap(), "[0,1,2,5,7]");
+        for bad in ["", "a", "1-", "3-1", "0,,1", "-1", "99999"] {
+            let e = bad.parse::<CpuList>().unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")) && e.contains("e.g."), "{e}");
+        }
+        let e = "0-1".parse::<CpuList>().unwrap().check_allowed(&[0]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "CPU 1 of `0-1` is not available to this process (allowed: 0); pick from those"
+        );
+        assert!("0".parse::<CpuList>().unwrap().check_allowed(&[0, 1]).is_ok());
+    }
+
+    #[test]
+    fn new_threads_are_pinned() {
+        let first: CpuList = allowed_cpus()[0].to_string().parse().unwrap();
+        let mut pins = ThreadPins::start();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(pins.pin_new(Some(&first)).unwrap() >= 1);
+        assert_eq!(thread_cpus(tid), first.cpus());
+        drop(done_tx);
+        t.join().unwrap();
+        let env = Environment::detect().cpus;
+        let p = RunPlacement::new(&env, Some(first), None);
+        assert!(p.pinned);
+        assert_eq!(p.server, Some(first.cpus()));
+        assert_eq!(p.client.as_ref(), Some(&env.allowed));
+        assert_eq!(RunPlacement::new(&env, None, None).server, None);
     }
 
     #[test]

@@ -5,14 +5,18 @@
 //! - [`transport_load`]: load over the `Transport` trait (`--io-mode`, backend chosen by `rpc::create_transport`);
 //! - [`rpc_load`]: load through the RpcEnv (`--level rpc`): asks to an echo endpoint;
 //! - [`raw_tokio`] with [`raw_frames`]: the `raw-tokio` baseline, the bar for what the layer costs;
-//! - [`measure`]: phases and latency recording shared by all three; [`record`]: the JSON record;
+//! - [`measure`]: phases and latency recording shared by all three, and the open loop's
+//!   timetable and pacer (`--rate`); [`record`]: the JSON record; [`alloc_counter`]: the
+//!   counting allocator behind its `allocs_per_op`; [`config_file`]: `--config FILE`;
 //! - [`host`]: machine, CPU placement and git revision; [`column`]: a system at a level, and
 //!   which columns are compared; [`matrix`] and [`table`]: the interleaved, repeated matrix,
 //!   its medians and its `results/` folder; [`cli`]: the command line;
 //! - what a person reads: [`histogram_files`] (each run's `.hgrm` percentile distribution and
 //!   `.hist` V2 histogram, µs), [`machine`] (`machine.json`), [`plot`] (SVG latency and
 //!   throughput plots), [`report`] (`summary.md` and plots, re-rendered by `rpc-bench report`),
-//!   [`merge`] (`rpc-bench merge` of histogram files); [`output_error`]: their failures.
+//!   [`merge`] (`rpc-bench merge` of histogram files); [`output_error`]: their failures;
+//! - across processes or hosts: [`serve`] (`rpc-bench serve`, the server half alone) and
+//!   [`remote_load`] (`rpc-bench load --connect`, the client half, with `--verify`).
 //!
 //! # Example
 //!
@@ -25,8 +29,10 @@
 //! assert_eq!(Workload::default_matrix()[2], w);
 //! ```
 
+pub mod alloc_counter;
 pub mod cli;
 pub mod column;
+pub mod config_file;
 pub mod error;
 pub mod histogram_files;
 pub mod host;
@@ -39,9 +45,11 @@ pub mod plot;
 pub mod raw_frames;
 pub mod raw_tokio;
 pub mod record;
+pub mod remote_load;
 pub mod report;
 pub mod rpc_load;
 pub mod run;
+pub mod serve;
 pub mod spark_load;
 pub mod table;
 pub mod transport_load;

@@ -58,6 +58,9 @@ impl MatrixSpec {
         for &workload in &self.workloads {
             for _ in 0..self.repeat {
                 for &Column { system, level } in &columns {
+                    if workload.rate.is_some() && matches!(system, System::Spark(_)) {
+                        continue; // the Spark baseline has no open loop; its cell stays empty
+                    }
                     runs.push(RunSpec {
                         system,
                         level,
@@ -66,6 +69,8 @@ impl MatrixSpec {
                         warmup_s: self.warmup_s,
                         server_threads: self.server_threads,
                         client_threads: self.client_threads,
+                        server_cpus: None,
+                        client_cpus: None,
                     });
                 }
             }
@@ -245,7 +250,23 @@ mod tests {
             results_dir: "results".into(),
         };
         let runs = spec.runs();
-        assert_eq!(runs.len(), 45);
+        assert_eq!(runs.len(), 54, "6 workloads × 3 repeats × 3 columns");
+        let with_spark = MatrixSpec {
+            systems: vec![
+                System::Transport(IoMode::Epoll),
+                System::Spark(crate::workload::SparkIo::Nio),
+            ],
+            levels: vec![Level::Transport],
+            ..spec.clone()
+        };
+        assert!(
+            with_spark
+                .runs()
+                .iter()
+                .all(|r| r.workload.rate.is_none() || r.system.name() == "epoll"),
+            "the Spark baseline skips the open-loop workload"
+        );
+        assert_eq!(with_spark.runs().len(), 6 * 3 * 2 - 3);
         let names: Vec<String> = runs[..6]
             .iter()
             .map(|r| Column::new(r.system, r.level).to_string())
@@ -259,7 +280,7 @@ mod tests {
             levels: vec![Level::Transport],
             ..spec.clone()
         };
-        assert_eq!(transport_only.runs().len(), 30);
+        assert_eq!(transport_only.runs().len(), 36);
         let summary = Summary::new(&spec.columns(), &spec.workloads, &[]);
         let md = summary_markdown(&spec, &Environment::detect(), "rpc-bench", &summary);
         assert!(

@@ -9,6 +9,12 @@
 //! that batch but written straight from their buffer in one vectored write with
 //! the batch before them. Responses come back in order, so the client keeps the
 //! send times of its requests in a `VecDeque`. Nothing is allocated per request.
+//!
+//! With a rate (`--rate`) the client runs an open loop: the [`Pacer`] thread queues each
+//! request as it falls due and wakes the connection's task, which sends what fits under
+//! `inflight` outstanding and counts latency from the due times (see
+//! [`measure`](crate::measure)). With `--server-cpus` / `--client-cpus` each runtime thread
+//! pins itself before running its tasks.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
@@ -19,7 +25,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::error::BenchError;
-use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, Phase, SharedStats, wait_until};
+use crate::host::{CpuList, pin_current_thread};
+use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, Pacer, Phase, SharedStats, wait_until};
 use crate::run::RunSpec;
 
 mod conn;
@@ -33,17 +40,26 @@ fn runtime() -> Result<Runtime, BenchError> {
         .map_err(|e| BenchError::io("start a tokio runtime", e))
 }
 
-/// Runs `tasks` on `rt` in a thread of its own until they end or `abort` fires.
+/// Runs `tasks` on `rt` in a thread of its own, pinned to `cpus` if given, until they end
+/// or `abort` fires.
 fn spawn_loop<F>(
     name: String,
     rt: Runtime,
     tasks: Vec<F>,
     abort: oneshot::Receiver<()>,
+    cpus: Option<CpuList>,
 ) -> Result<JoinHandle<()>, BenchError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
     let body = move || {
+        let pinned = cpus.as_ref().map_or(Ok(()), pin_current_thread);
+        let failed = pinned.is_err();
+        let _ = pinned_tx.send(pinned);
+        if failed {
+            return;
+        }
         rt.block_on(async move {
             let mut set = JoinSet::new();
             for t in tasks {
@@ -55,10 +71,17 @@ where
             }
         })
     };
-    thread::Builder::new()
+    let thread = thread::Builder::new()
         .name(name)
         .spawn(body)
-        .map_err(|e| BenchError::io("spawn a thread", e))
+        .map_err(|e| BenchError::io("spawn a thread", e))?;
+    match pinned_rx.recv() {
+        Ok(Err(e)) => Err(BenchError::io(
+            "pin a raw-tokio thread to its --server-cpus or --client-cpus",
+            e,
+        )),
+        _ => Ok(thread),
+    }
 }
 
 /// Client ends and server ends of the connections, in one group per thread.
@@ -110,13 +133,19 @@ pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
             runtime()?,
             tasks,
             rx,
+            spec.server_cpus,
         )?);
     }
+    let queues: Vec<Arc<conn::DueQueue>> = (0..w.conns).map(|_| Arc::default()).collect();
     for (i, socks) in client_side.into_iter().enumerate() {
         let tasks: Vec<_> = socks
             .into_iter()
             .zip(stats.iter().skip(i).step_by(spec.client_threads))
-            .map(|(s, st)| conn::client(s, w.inflight, payload.clone(), control.clone(), st.clone()))
+            .zip(queues.iter().skip(i).step_by(spec.client_threads))
+            .map(|((s, st), q)| {
+                let open = w.rate.map(|_| Arc::clone(q));
+                conn::client(s, w.inflight, payload.clone(), control.clone(), st.clone(), open)
+            })
             .collect();
         let (tx, rx) = oneshot::channel();
         aborts.push(tx);
@@ -125,9 +154,23 @@ pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
             runtime()?,
             tasks,
             rx,
+            spec.client_cpus,
         )?);
     }
+    let pacer = match w.rate {
+        Some(rate) => {
+            let (fire_q, stop_q) = (queues.clone(), queues);
+            let fire = move |i: usize, due| fire_q[i].push(due);
+            let stop = move || stop_q.iter().for_each(|q| q.wake());
+            let pacer = Pacer::spawn(Arc::clone(&control), rate, w.conns, spec.client_cpus, fire, stop);
+            Some(pacer.map_err(|e| BenchError::io("spawn the open-loop pacer thread", e))?)
+        }
+        None => None,
+    };
     let elapsed = control.run_phases(spec.warmup_s, spec.duration_s);
+    if let Some(pacer) = pacer {
+        pacer.join();
+    }
     if !wait_until(DRAIN_TIMEOUT, || clients.iter().all(|c| c.is_finished())) {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "raw-tokio requests still in flight after the drain timeout");
     }
@@ -137,5 +180,5 @@ pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
         let _ = t.join();
     }
     let stats: Vec<_> = stats.iter().map(|s| std::mem::take(&mut *s.lock())).collect();
-    Ok(Measurement::merge("raw-tokio", elapsed, &stats))
+    Ok(Measurement::merge("raw-tokio", elapsed, &stats).with_allocs(control.allocs_measured()))
 }

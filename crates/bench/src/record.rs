@@ -6,11 +6,74 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BenchError;
 use crate::histogram_files::Latency;
-use crate::host::{CpuPlacement, Environment, Host};
+use crate::host::{CpuList, Environment, Host, RunPlacement};
 use crate::measure::Measurement;
 use crate::raw_frames::HEADER_LEN;
 use crate::run::{Level, RunSpec};
-use crate::workload::Workload;
+use crate::workload::{System, Workload};
+
+/// Every option that shaped a run, resolved (defaults, then `--config` file, then flags),
+/// under the names of its flags and config keys. Output-only options (`--json`,
+/// `--histogram-dir`, `--config` itself) are not echoed: they do not change what is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// `--io-mode` as asked (`auto` stays `auto`; the record's `system` is what it resolved to);
+    /// `null` for a baseline.
+    pub io_mode: Option<String>,
+    /// `--baseline`: `raw-tokio`, `spark-nio`, `spark-epoll`; `null` for a transport backend.
+    pub baseline: Option<String>,
+    /// `--level`.
+    pub level: Level,
+    /// `--payload`, in bytes.
+    pub payload: usize,
+    /// `--response`, in bytes.
+    pub response: usize,
+    /// `--conns`.
+    pub conns: usize,
+    /// `--inflight`: requests in flight per connection (closed loop), or the cap on outstanding ones (open loop).
+    pub inflight: usize,
+    /// `--rate`, requests per second over all connections; `null` for a closed loop.
+    pub rate: Option<u64>,
+    /// `--duration`, in seconds.
+    pub duration: f64,
+    /// `--warmup`, in seconds (the Spark baseline raises it to what a JVM needs).
+    pub warmup: f64,
+    /// `--server-threads`.
+    pub server_threads: usize,
+    /// `--client-threads`.
+    pub client_threads: usize,
+    /// `--server-cpus`; `null` when not pinned.
+    pub server_cpus: Option<Vec<usize>>,
+    /// `--client-cpus`; `null` when not pinned.
+    pub client_cpus: Option<Vec<usize>>,
+}
+
+impl RunOptions {
+    /// The options of `spec`.
+    pub fn of(spec: &RunSpec) -> Self {
+        let w = spec.workload;
+        let (io_mode, baseline) = match spec.system {
+            System::Transport(mode) => (Some(mode.as_str().to_string()), None),
+            other => (None, Some(other.name().to_string())),
+        };
+        Self {
+            io_mode,
+            baseline,
+            level: spec.level,
+            payload: w.payload,
+            response: w.response,
+            conns: w.conns,
+            inflight: w.inflight,
+            rate: w.rate,
+            duration: spec.duration_s,
+            warmup: spec.warmup_s,
+            server_threads: spec.server_threads,
+            client_threads: spec.client_threads,
+            server_cpus: spec.server_cpus.as_ref().map(CpuList::cpus),
+            client_cpus: spec.client_cpus.as_ref().map(CpuList::cpus),
+        }
+    }
+}
 
 /// The result of one run, as written in JSON (one object per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +88,7 @@ pub struct Record {
     pub response: usize,
     /// Connections.
     pub conns: usize,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection (closed loop), or the most outstanding per connection (open loop).
     pub inflight: usize,
     /// Measured length of the measurement phase, in seconds.
     pub duration_s: f64,
@@ -35,7 +98,8 @@ pub struct Record {
     pub requests: u64,
     /// Failed requests over the whole run (warmup, measurement and drain).
     pub errors: u64,
-    /// Requests per second: `requests / duration_s`.
+    /// Requests per second achieved: `requests / duration_s` (under `rate` when an open
+    /// loop cannot keep up).
     pub rps: f64,
     /// Megabytes (10^6 bytes) per second moved both ways: request plus response
     /// frames, their 21-byte headers included, times `rps`.
@@ -56,10 +120,20 @@ pub struct Record {
     pub server_threads: usize,
     /// Client event-loop threads.
     pub client_threads: usize,
-    /// Offered rate in requests per second for open-loop runs; `null` for closed loop.
+    /// Offered rate in requests per second for open-loop runs (`--rate`, the rate asked
+    /// for; `rps` is what was achieved); `null` for closed loop. Open-loop latencies count
+    /// from each request's due time on the timetable (coordinated omission corrected).
     pub rate: Option<f64>,
-    /// Thread placement.
-    pub cpus: CpuPlacement,
+    /// Heap allocations per request while measuring: every allocation of the process (both
+    /// ends, when they share it) divided by `requests`; `null` where not counted (the Spark
+    /// baseline, in a JVM, or a process without the counting allocator).
+    #[serde(default)]
+    pub allocs_per_op: Option<f64>,
+    /// Thread placement: pinned CPUs of server and client, or the allowed set.
+    pub cpus: RunPlacement,
+    /// The resolved options of the run; `null` in records written before they were echoed.
+    #[serde(default)]
+    pub options: Option<RunOptions>,
     /// The machine.
     pub host: Host,
     /// Short git revision of the source, or `unknown`.
@@ -120,8 +194,10 @@ impl Record {
             mean_us: h.mean(),
             server_threads: spec.server_threads,
             client_threads: spec.client_threads,
-            rate: None,
-            cpus: env.cpus.clone(),
+            rate: w.rate.map(|r| r as f64),
+            allocs_per_op: m.allocs.map(|a| a as f64 / requests as f64),
+            cpus: RunPlacement::new(&env.cpus, spec.server_cpus, spec.client_cpus),
+            options: Some(RunOptions::of(spec)),
             host: env.host.clone(),
             git_sha: env.git_sha.clone(),
             git_dirty: env.git_dirty,
@@ -138,6 +214,7 @@ impl Record {
             response: self.response,
             conns: self.conns,
             inflight: self.inflight,
+            rate: self.rate.map(|r| r as u64),
         }
     }
 
@@ -151,7 +228,7 @@ impl Record {
 }
 
 impl fmt::Display for Record {
-    /// A short human summary over three lines.
+    /// A short human summary over three lines (four with the allocation count).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} at {} level: {}", self.system, self.level, self.workload())?;
         writeln!(
@@ -163,7 +240,14 @@ impl fmt::Display for Record {
             f,
             "  latency µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
-        )
+        )?;
+        if self.rate.is_some() {
+            write!(f, " (from each request's due time: open loop)")?;
+        }
+        if let Some(a) = self.allocs_per_op {
+            write!(f, "\n  {a:.2} heap allocations per request")?;
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +274,8 @@ pub(crate) mod tests {
             warmup_s: 0.5,
             server_threads: 1,
             client_threads: 1,
+            server_cpus: None,
+            client_cpus: None,
         }
     }
 
@@ -237,6 +323,8 @@ pub(crate) mod tests {
             "server_threads",
             "client_threads",
             "rate",
+            "allocs_per_op",
+            "options",
             "timestamp",
             "histogram",
         ] {
@@ -245,6 +333,15 @@ pub(crate) mod tests {
         assert_eq!(v["system"], "raw-tokio");
         assert_eq!(v["level"], "transport");
         assert_eq!(v["rate"], serde_json::Value::Null);
+        assert_eq!(v["allocs_per_op"], serde_json::Value::Null);
+        assert_eq!(v["options"]["baseline"], "raw-tokio");
+        assert_eq!(
+            (
+                v["options"]["inflight"].as_u64(),
+                v["options"]["duration"].as_f64()
+            ),
+            (Some(64), Some(1.0))
+        );
         let rpc = record_at(
             System::Transport(transport::IoMode::Epoll),
             Level::Rpc,

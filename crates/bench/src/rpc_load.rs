@@ -4,17 +4,22 @@
 //! `inflight` ask chains. Each chain asks its next question from the previous
 //! answer's [`on_complete`](rpc::AskFuture::on_complete) callback, on the
 //! client's transport event-loop thread: no executor hop, as the transport
-//! level's `send_rpc` callbacks.
+//! level's `send_rpc` callbacks. With a rate (`--rate`), an open loop instead: the
+//! [`Pacer`] thread asks on the timetable, at most `inflight` outstanding per client
+//! (see [`measure`](crate::measure)).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use rpc::{Msg, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
+use rpc::{Msg, RpcAddress, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
+use transport::TransportConf;
 
 use crate::error::BenchError;
-use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, Phase, SharedStats, wait_until};
+use crate::host::ThreadPins;
+use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, OpenSlots, Pacer, Phase, SharedStats, wait_until};
+use crate::remote_load::Expected;
 use crate::run::RunSpec;
 
 /// The echo endpoint's name.
@@ -23,12 +28,13 @@ pub const ENDPOINT: &str = "rpc-bench-echo";
 /// MessageLoop threads of each client-mode RpcEnv: it hosts no endpoint, replies complete on its event loop.
 pub const CLIENT_DISPATCHER_THREADS: usize = 1;
 
-/// Answers every ask with the same prebuilt response (cloned per reply). It
-/// reads the request in place (its length, from the archived vec) and keeps no
+/// Answers every ask with the same prebuilt response (cloned per reply), or with
+/// the request's own bytes when it has none (`serve --level rpc` without `--response`).
+/// It reads the request in place (its length, from the archived vec) and keeps no
 /// state, so it is set up as a concurrent endpoint.
 #[derive(Clone)]
 struct Echo {
-    response: Vec<u8>,
+    response: Option<Vec<u8>>,
 }
 
 impl RpcEndpoint for Echo {
@@ -36,13 +42,30 @@ impl RpcEndpoint for Echo {
     type Reply = Vec<u8>;
 
     fn receive_and_reply(&mut self, msg: Msg<'_, Vec<u8>>, ctx: RpcCallContext<Vec<u8>>) {
-        let len = match msg {
-            Msg::Local(v) => v.len(),
-            Msg::Remote(archived) => archived.len(),
+        let reply = match (&self.response, msg) {
+            (Some(fixed), msg) => {
+                let len = match msg {
+                    Msg::Local(v) => v.len(),
+                    Msg::Remote(archived) => archived.len(),
+                };
+                std::hint::black_box(len);
+                fixed.clone()
+            }
+            (None, Msg::Local(v)) => v,
+            (None, Msg::Remote(archived)) => archived.as_slice().to_vec(),
         };
-        std::hint::black_box(len);
-        ctx.reply(self.response.clone());
+        ctx.reply(reply);
     }
+}
+
+/// Sets up the benchmark's echo endpoint ([`ENDPOINT`]) on `server`: it answers every ask
+/// with `response`, or with the request's own bytes when `response` is `None`.
+///
+/// # Errors
+/// [`RpcError`] when the endpoint cannot be registered (e.g. the name is taken).
+pub fn setup_echo(server: &RpcEnv, response: Option<Vec<u8>>) -> Result<(), RpcError> {
+    server.setup_concurrent_endpoint(ENDPOINT, Echo { response })?;
+    Ok(())
 }
 
 /// One client RpcEnv's load: its ask chains share its reference to the echo endpoint.
@@ -53,13 +76,32 @@ struct ConnLoad {
     stats: SharedStats,
     /// Chains still running; 0 once this client has drained.
     live_chains: AtomicUsize,
+    /// What every answer must be (`load --verify`); a mismatch counts as an error.
+    expected: Option<Arc<Expected>>,
+    /// Open loop (`--rate`): this client's outstanding asks and the ones waiting; `None` for a closed loop.
+    open: Option<OpenSlots>,
+}
+
+impl ConnLoad {
+    /// Whether every ask of this client has finished.
+    fn drained(&self) -> bool {
+        match &self.open {
+            Some(slots) => slots.outstanding() == 0,
+            None => self.live_chains.load(Ordering::Acquire) == 0,
+        }
+    }
 }
 
 /// Asks the next question of a chain; its answer's callback asks the one after.
 fn ask_next(load: Arc<ConnLoad>) {
-    let sent = Instant::now();
+    ask_at(load, Instant::now());
+}
+
+/// Asks a question whose latency counts from `start`: now (closed loop), or when it was
+/// due on the timetable (open loop).
+fn ask_at(load: Arc<ConnLoad>, start: Instant) {
     let answer = load.echo.ask(load.payload.clone());
-    answer.on_complete(move |result| on_answer(load, sent, result));
+    answer.on_complete(move |result| on_answer(load, start, result));
 }
 
 fn on_answer(load: Arc<ConnLoad>, sent: Instant, result: Result<Vec<u8>, RpcError>) {
@@ -67,6 +109,10 @@ fn on_answer(load: Arc<ConnLoad>, sent: Instant, result: Result<Vec<u8>, RpcErro
     let ok = {
         let mut stats = load.stats.lock();
         match result {
+            Ok(answer) if load.expected.as_ref().is_some_and(|e| !e.matches(&answer)) => {
+                stats.fail(phase, 1);
+                true
+            }
             Ok(_) => {
                 stats.complete(phase, sent);
                 true
@@ -80,7 +126,11 @@ fn on_answer(load: Arc<ConnLoad>, sent: Instant, result: Result<Vec<u8>, RpcErro
             }
         }
     };
-    if ok && phase < Phase::Drain {
+    if let Some(slots) = &load.open {
+        if let Some(due) = slots.finish(ok && phase < Phase::Drain) {
+            ask_at(load, due);
+        }
+    } else if ok && phase < Phase::Drain {
         ask_next(load);
     } else {
         load.live_chains.fetch_sub(1, Ordering::Release);
@@ -94,12 +144,18 @@ fn on_answer(load: Arc<ConnLoad>, sent: Instant, result: Result<Vec<u8>, RpcErro
 /// unavailable) or bind, or a client cannot reach the echo endpoint.
 pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
     let conf = spec.transport_conf();
+    let mut pins = ThreadPins::start();
     let server = RpcEnv::create(RpcEnvConfig {
         transport: conf.clone(),
         ..RpcEnvConfig::server("rpc-bench-server", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
     })?;
     let mut clients = Vec::with_capacity(spec.workload.conns);
-    let result = drive(&server, &mut clients, spec);
+    // The server RpcEnv's threads (event loops, dispatcher threads, its timeout thread) are
+    // the ones new since `pins` began.
+    let result = pins
+        .pin_new(spec.server_cpus.as_ref())
+        .map_err(|e| BenchError::io("pin the server's threads to --server-cpus", e))
+        .and_then(|_| drive(&server, &mut clients, spec));
     for c in &clients {
         c.shutdown();
     }
@@ -109,44 +165,86 @@ pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
 
 fn drive(server: &RpcEnv, clients: &mut Vec<RpcEnv>, spec: &RunSpec) -> Result<Measurement, BenchError> {
     let w = &spec.workload;
-    server.setup_concurrent_endpoint(
-        ENDPOINT,
-        Echo {
-            response: vec![0u8; w.response],
-        },
-    )?;
+    setup_echo(server, Some(vec![0u8; w.response]))?;
     let address = server
         .address()
         .expect("a server-mode RpcEnv has an address")
         .clone();
+    let conf = server.config().transport.clone();
+    let measurement = load(&address, &conf, spec, vec![0u8; w.payload], None, clients)?;
+    Ok(Measurement {
+        system: server.io_mode().as_str().into(),
+        ..measurement
+    })
+}
+
+/// The client half: `spec`'s client-mode RpcEnvs (on `conf`, pushed to `clients` for the
+/// caller to shut down) asking the echo endpoint at `address`, `inflight` chains each,
+/// every answer checked against `expected` if given. The measurement's system is the
+/// clients' IO mode.
+///
+/// # Errors
+/// [`BenchError::Rpc`] when a client cannot start or reach the echo endpoint.
+pub fn load(
+    address: &RpcAddress,
+    conf: &TransportConf,
+    spec: &RunSpec,
+    payload: Vec<u8>,
+    expected: Option<Arc<Expected>>,
+    clients: &mut Vec<RpcEnv>,
+) -> Result<Measurement, BenchError> {
+    let w = &spec.workload;
+    let mut pins = ThreadPins::start();
     let control = Control::new();
-    let payload = vec![0u8; w.payload];
     let mut loads = Vec::with_capacity(w.conns);
     for i in 0..w.conns {
         let client = RpcEnv::create(RpcEnvConfig {
             dispatcher_threads: CLIENT_DISPATCHER_THREADS,
-            transport: server.config().transport.clone(),
+            transport: conf.clone(),
             ..RpcEnvConfig::client(format!("rpc-bench-client-{i}"))
         })?;
-        let echo = client.setup_endpoint_ref::<Vec<u8>, Vec<u8>>(&address, ENDPOINT);
+        let echo = client.setup_endpoint_ref::<Vec<u8>, Vec<u8>>(address, ENDPOINT);
         clients.push(client);
         loads.push(Arc::new(ConnLoad {
             echo: echo?,
             payload: payload.clone(),
             control: Arc::clone(&control),
             stats: SharedStats::default(),
-            live_chains: AtomicUsize::new(w.inflight),
+            live_chains: AtomicUsize::new(if w.rate.is_some() { 0 } else { w.inflight }),
+            expected: expected.clone(),
+            open: w.rate.map(|_| OpenSlots::new(w.inflight)),
         }));
     }
-    for load in &loads {
-        for _ in 0..w.inflight {
-            ask_next(Arc::clone(load));
+    // The client RpcEnvs' threads are the ones new since `pins` began.
+    pins.pin_new(spec.client_cpus.as_ref())
+        .map_err(|e| BenchError::io("pin the client's threads to --client-cpus", e))?;
+    let pacer = match w.rate {
+        Some(rate) => {
+            let (conns, ctl) = (loads.clone(), Arc::clone(&control));
+            let fire = move |i: usize, due: Instant| {
+                let load = &conns[i];
+                let slots = load.open.as_ref().expect("an open-loop client has slots");
+                if ctl.phase() < Phase::Drain && slots.arrive(due) {
+                    ask_at(Arc::clone(load), due);
+                }
+            };
+            let pacer = Pacer::spawn(Arc::clone(&control), rate, w.conns, spec.client_cpus, fire, || {});
+            Some(pacer.map_err(|e| BenchError::io("spawn the open-loop pacer thread", e))?)
         }
-    }
+        None => {
+            for load in &loads {
+                for _ in 0..w.inflight {
+                    ask_next(Arc::clone(load));
+                }
+            }
+            None
+        }
+    };
     let elapsed = control.run_phases(spec.warmup_s, spec.duration_s);
-    let drained = wait_until(DRAIN_TIMEOUT, || {
-        loads.iter().all(|l| l.live_chains.load(Ordering::Acquire) == 0)
-    });
+    if let Some(pacer) = pacer {
+        pacer.join();
+    }
+    let drained = wait_until(DRAIN_TIMEOUT, || loads.iter().all(|l| l.drained()));
     if !drained {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "asks still in flight after the drain timeout");
     }
@@ -155,5 +253,6 @@ fn drive(server: &RpcEnv, clients: &mut Vec<RpcEnv>, spec: &RunSpec) -> Result<M
         .iter()
         .map(|l| std::mem::take(&mut *l.stats.lock()))
         .collect();
-    Ok(Measurement::merge(server.io_mode().as_str(), elapsed, &stats))
+    let system = clients.first().map_or(conf.io_mode, |c| c.io_mode());
+    Ok(Measurement::merge(system.as_str(), elapsed, &stats).with_allocs(control.allocs_measured()))
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use transport::TransportConf;
 
 use crate::error::BenchError;
-use crate::host::Environment;
+use crate::host::{CpuList, Environment};
 use crate::record::Record;
 use crate::workload::{System, Workload};
 use crate::{raw_tokio, rpc_load, spark_load, transport_load};
@@ -54,6 +54,10 @@ pub struct RunSpec {
     pub server_threads: usize,
     /// Client event-loop threads (at least 1).
     pub client_threads: usize,
+    /// CPUs the server's threads are pinned to (`--server-cpus`; see [`host`](crate::host)); `None`: not pinned.
+    pub server_cpus: Option<CpuList>,
+    /// CPUs the client's threads are pinned to (`--client-cpus`); `None`: not pinned.
+    pub client_cpus: Option<CpuList>,
 }
 
 impl RunSpec {
@@ -81,10 +85,31 @@ impl RunSpec {
 /// [`BenchError::LevelUnavailable`] for `raw-tokio` at any level but transport,
 /// [`BenchError::Transport`] when the backend cannot run (e.g. `io_uring`),
 /// [`BenchError::Rpc`] when an RpcEnv cannot start or reach its endpoint,
-/// [`BenchError::Io`] when the baseline's sockets or threads fail, and
+/// [`BenchError::Io`] when the baseline's sockets or threads fail, or a CPU list names a CPU
+/// this process may not use or a thread cannot be pinned,
+/// [`BenchError::BaselineUnavailable`] for the Spark baseline with `--rate` or CPU lists, and
 /// [`BenchError::NoRequests`] when no request completed while measuring.
 pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
     tracing::info!(system = %spec.system, level = %spec.level, workload = %spec.workload, "run");
+    for (cpus, what) in [
+        (spec.server_cpus, "pin the server's threads to --server-cpus"),
+        (spec.client_cpus, "pin the client's threads to --client-cpus"),
+    ] {
+        if let Some(cpus) = cpus {
+            cpus.check_allowed(&env.cpus.allowed).map_err(|e| {
+                BenchError::io(what, std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            })?;
+        }
+    }
+    if let System::Spark(_) = spec.system
+        && (spec.workload.rate.is_some() || spec.server_cpus.is_some() || spec.client_cpus.is_some())
+    {
+        return Err(BenchError::BaselineUnavailable {
+            reason: "its load generator (in the JVM) runs closed loops only, unpinned; \
+                     drop --rate, --server-cpus and --client-cpus for spark-nio and spark-epoll"
+                .into(),
+        });
+    }
     let measurement = match (spec.system, spec.level) {
         (System::Transport(_), Level::Transport) => transport_load::run(spec.transport_conf(), spec)?,
         (System::Transport(_), Level::Rpc) => rpc_load::run(spec)?,

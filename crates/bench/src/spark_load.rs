@@ -147,6 +147,7 @@ fn parse(line: &str, io: SparkIo) -> Result<Measurement, BenchError> {
         elapsed: Duration::from_secs_f64(o.duration_s),
         latency_us,
         errors: o.errors + o.mismatches,
+        allocs: None,
     })
 }
 
@@ -181,6 +182,8 @@ mod tests {
             warmup_s: 0.5,
             server_threads: 1,
             client_threads: 1,
+            server_cpus: None,
+            client_cpus: None,
         };
         assert_eq!(with_jvm_warmup(&spec).warmup_s, JVM_MIN_WARMUP_S);
     }

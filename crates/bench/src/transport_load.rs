@@ -11,7 +11,9 @@ use bytes::Bytes;
 use transport::{Transport, TransportClient, TransportConf, TransportError, TransportHandler};
 
 use crate::error::BenchError;
-use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, Phase, SharedStats, wait_until};
+use crate::host::ThreadPins;
+use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, OpenSlots, Pacer, Phase, SharedStats, wait_until};
+use crate::remote_load::Expected;
 use crate::run::RunSpec;
 
 /// Answers every RpcRequest with the same response body (cloned, never reallocated).
@@ -48,19 +50,43 @@ struct ConnLoad {
     stats: SharedStats,
     /// Chains still running; 0 once the connection has drained.
     live_chains: AtomicUsize,
+    /// What every response must be (`load --verify`); a mismatch counts as an error.
+    expected: Option<Arc<Expected>>,
+    /// Open loop (`--rate`): the connection's outstanding requests and the ones waiting;
+    /// `None` for a closed loop.
+    open: Option<OpenSlots>,
 }
 
 impl ConnLoad {
+    /// A chain ended (closed loop), or a request's slot came free (open loop).
     fn end_chain(&self) {
-        self.live_chains.fetch_sub(1, Ordering::Release);
+        match &self.open {
+            Some(slots) => slots.release(),
+            None => {
+                self.live_chains.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether every request of this connection has finished.
+    fn drained(&self) -> bool {
+        match &self.open {
+            Some(slots) => slots.outstanding() == 0,
+            None => self.live_chains.load(Ordering::Acquire) == 0,
+        }
     }
 }
 
 /// Sends the next request of a chain; its callback sends the one after.
 fn send_next(load: Arc<ConnLoad>) {
+    send_at(load, Instant::now());
+}
+
+/// Sends a request whose latency counts from `start`: now (closed loop), or when it was due
+/// on the timetable (open loop).
+fn send_at(load: Arc<ConnLoad>, start: Instant) {
     let this = Arc::clone(&load);
-    let sent = Instant::now();
-    let callback = move |result| on_response(load, sent, result);
+    let callback = move |result| on_response(load, start, result);
     if let Err(error) = this.client.send_rpc(this.payload.clone(), callback) {
         tracing::debug!(%error, "send_rpc failed; the chain ends");
         this.stats.lock().fail(this.control.phase(), 1);
@@ -73,6 +99,10 @@ fn on_response(load: Arc<ConnLoad>, sent: Instant, result: Result<Bytes, Transpo
     let keep_going = {
         let mut stats = load.stats.lock();
         match result {
+            Ok(body) if load.expected.as_ref().is_some_and(|e| !e.matches(&body)) => {
+                stats.fail(phase, 1);
+                true
+            }
             Ok(_) => {
                 stats.complete(phase, sent);
                 true
@@ -84,7 +114,11 @@ fn on_response(load: Arc<ConnLoad>, sent: Instant, result: Result<Bytes, Transpo
             }
         }
     };
-    if keep_going && phase < Phase::Drain {
+    if let Some(slots) = &load.open {
+        if let Some(due) = slots.finish(keep_going && phase < Phase::Drain) {
+            send_at(load, due);
+        }
+    } else if keep_going && phase < Phase::Drain {
         send_next(load);
     } else {
         load.end_chain();
@@ -98,21 +132,46 @@ fn on_response(load: Arc<ConnLoad>, sent: Instant, result: Result<Bytes, Transpo
 /// [`BenchError::Transport`] when the backend cannot be built (e.g. `io_uring`),
 /// cannot bind, or a connection cannot be made.
 pub fn run(conf: TransportConf, spec: &RunSpec) -> Result<Measurement, BenchError> {
+    let pins = ThreadPins::start();
     let transport = rpc::create_transport(&conf)?;
-    let result = drive(transport.as_ref(), spec);
+    let result = drive(transport.as_ref(), spec, pins);
     transport.shutdown();
     result
 }
 
-fn drive(transport: &dyn Transport, spec: &RunSpec) -> Result<Measurement, BenchError> {
+fn drive(transport: &dyn Transport, spec: &RunSpec, mut pins: ThreadPins) -> Result<Measurement, BenchError> {
     let w = &spec.workload;
     let echo = Arc::new(EchoHandler {
         response: Bytes::from(vec![0u8; w.response]),
     });
     let server = transport.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), echo)?;
-    let addr = server.local_addr();
-    let control = Control::new();
+    // `bind` started the server's event loops: they are the threads new since `pins` began.
+    pins.pin_new(spec.server_cpus.as_ref())
+        .map_err(|e| BenchError::io("pin the server's threads to --server-cpus", e))?;
     let payload = Bytes::from(vec![0u8; w.payload]);
+    let result = load(transport, server.local_addr(), spec, payload, None);
+    server.close();
+    result
+}
+
+/// The client half: `spec`'s connections to the echo server at `addr`, each
+/// running `inflight` request chains of `payload` (or, with a rate, an open loop of at most
+/// `inflight` outstanding), checked against `expected` if given. Threads started by the
+/// connects (the client's event loops) are pinned to `spec.client_cpus`.
+///
+/// # Errors
+/// [`BenchError::Transport`] when a connection cannot be made, [`BenchError::Io`] when a
+/// thread cannot be pinned or the pacer cannot start.
+pub fn load(
+    transport: &dyn Transport,
+    addr: SocketAddr,
+    spec: &RunSpec,
+    payload: Bytes,
+    expected: Option<Arc<Expected>>,
+) -> Result<Measurement, BenchError> {
+    let w = &spec.workload;
+    let mut pins = ThreadPins::start();
+    let control = Control::new();
     let handler: Arc<dyn TransportHandler> = Arc::new(ClientHandler);
     let loads = (0..w.conns)
         .map(|_| {
@@ -121,27 +180,49 @@ fn drive(transport: &dyn Transport, spec: &RunSpec) -> Result<Measurement, Bench
                 payload: payload.clone(),
                 control: Arc::clone(&control),
                 stats: SharedStats::default(),
-                live_chains: AtomicUsize::new(w.inflight),
+                live_chains: AtomicUsize::new(if w.rate.is_some() { 0 } else { w.inflight }),
+                expected: expected.clone(),
+                open: w.rate.map(|_| OpenSlots::new(w.inflight)),
             }))
         })
         .collect::<Result<Vec<_>, TransportError>>()?;
-    for load in &loads {
-        for _ in 0..w.inflight {
-            send_next(Arc::clone(load));
+    pins.pin_new(spec.client_cpus.as_ref())
+        .map_err(|e| BenchError::io("pin the client's threads to --client-cpus", e))?;
+    let pacer = match w.rate {
+        Some(rate) => {
+            let (conns, ctl) = (loads.clone(), Arc::clone(&control));
+            let fire = move |i: usize, due: Instant| {
+                let load = &conns[i];
+                let slots = load.open.as_ref().expect("an open-loop connection has slots");
+                if ctl.phase() < Phase::Drain && slots.arrive(due) {
+                    send_at(Arc::clone(load), due);
+                }
+            };
+            let pacer = Pacer::spawn(Arc::clone(&control), rate, w.conns, spec.client_cpus, fire, || {});
+            Some(pacer.map_err(|e| BenchError::io("spawn the open-loop pacer thread", e))?)
         }
-    }
+        None => {
+            for load in &loads {
+                for _ in 0..w.inflight {
+                    send_next(Arc::clone(load));
+                }
+            }
+            None
+        }
+    };
     let elapsed = control.run_phases(spec.warmup_s, spec.duration_s);
-    let drained = wait_until(DRAIN_TIMEOUT, || {
-        loads.iter().all(|l| l.live_chains.load(Ordering::Acquire) == 0)
-    });
+    if let Some(pacer) = pacer {
+        pacer.join();
+    }
+    let drained = wait_until(DRAIN_TIMEOUT, || loads.iter().all(|l| l.drained()));
     if !drained {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout");
     }
     control.set(Phase::Closed);
-    server.close();
     let stats: Vec<_> = loads
         .iter()
         .map(|l| std::mem::take(&mut *l.stats.lock()))
         .collect();
-    Ok(Measurement::merge(transport.io_mode().as_str(), elapsed, &stats))
+    Ok(Measurement::merge(transport.io_mode().as_str(), elapsed, &stats)
+        .with_allocs(control.allocs_measured()))
 }

@@ -12,7 +12,11 @@ pub const KIB: usize = 1024;
 /// One mebibyte, in bytes.
 pub const MIB: usize = 1024 * KIB;
 
-/// Message sizes and concurrency of a closed-loop run.
+/// Outstanding requests per connection an open-loop run allows by default (`--rate` without
+/// `--inflight`), and in the default matrix's open-loop workload.
+pub const OPEN_LOOP_CAP: usize = 64;
+
+/// Message sizes and concurrency of a run: a closed loop, or an open loop at a fixed rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Workload {
     /// Request body size, in bytes (frame header not included).
@@ -21,8 +25,13 @@ pub struct Workload {
     pub response: usize,
     /// Connections from client to server (at least 1).
     pub conns: usize,
-    /// Requests kept in flight on each connection (at least 1): each completion sends the next.
+    /// Closed loop: requests kept in flight on each connection (at least 1), each completion
+    /// sending the next. Open loop: the most requests a connection keeps outstanding.
     pub inflight: usize,
+    /// Open loop: requests per second over all connections, sent on a fixed timetable (see
+    /// [`measure`](crate::measure)); `None` for a closed loop.
+    #[serde(default)]
+    pub rate: Option<u64>,
 }
 
 impl Workload {
@@ -33,18 +42,31 @@ impl Workload {
             response: payload,
             conns,
             inflight,
+            rate: None,
+        }
+    }
+
+    /// An open-loop echo workload: `rate` requests per second over `conns` connections, at
+    /// most [`OPEN_LOOP_CAP`] outstanding on each.
+    pub fn open(payload: usize, conns: usize, rate: u64) -> Self {
+        Self {
+            rate: Some(rate),
+            ..Self::echo(payload, conns, OPEN_LOOP_CAP)
         }
     }
 
     /// The default matrix, in the order the issue lists it: 64 B × 1 × 1,
-    /// 64 B × 1 × 64, 4 KiB × 1 × 16, 1 MiB × 1 × 4, 64 B × 256 × 1.
-    pub fn default_matrix() -> [Workload; 5] {
+    /// 64 B × 1 × 64, 4 KiB × 1 × 16, 1 MiB × 1 × 4, 64 B × 256 × 1; then an open loop
+    /// of 64 B on 1 connection at 20,000 req/s, well under saturation, for latency
+    /// without coordinated omission (the Spark baseline runs closed loops only).
+    pub fn default_matrix() -> [Workload; 6] {
         [
             Self::echo(64, 1, 1),
             Self::echo(64, 1, 64),
             Self::echo(4 * KIB, 1, 16),
             Self::echo(MIB, 1, 4),
             Self::echo(64, 256, 1),
+            Self::open(64, 1, 20_000),
         ]
     }
 
@@ -55,14 +77,22 @@ impl Workload {
 }
 
 impl fmt::Display for Workload {
-    /// `64 B, 1 conn × 64 in flight`, with ` → 1 KiB` after the payload when the response differs.
+    /// `64 B, 1 conn × 64 in flight`, with ` → 1 KiB` after the payload when the response
+    /// differs; an open loop reads `64 B, 1 conn at 20000 req/s (≤ 64 in flight)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", format_bytes(self.payload))?;
         if self.response != self.payload {
             write!(f, " → {}", format_bytes(self.response))?;
         }
         let s = if self.conns == 1 { "" } else { "s" };
-        write!(f, ", {} conn{s} × {} in flight", self.conns, self.inflight)
+        match self.rate {
+            None => write!(f, ", {} conn{s} × {} in flight", self.conns, self.inflight),
+            Some(rate) => write!(
+                f,
+                ", {} conn{s} at {rate} req/s (≤ {} in flight)",
+                self.conns, self.inflight
+            ),
+        }
     }
 }
 
@@ -121,6 +151,19 @@ pub fn parse_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("`{text}` is not a whole number >= 1")),
+    }
+}
+
+/// Parses an open-loop rate in requests per second: a whole number >= 1 (`20000`).
+///
+/// # Errors
+/// A message naming the input when it is not such a number.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.trim().replace('_', "").parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a rate in requests per second >= 1 (e.g. 20000)"
+        )),
     }
 }
 
@@ -249,6 +292,8 @@ mod tests {
         assert_eq!(m[3].to_string(), "1 MiB, 1 conn × 4 in flight");
         assert_eq!(m[4].to_string(), "64 B, 256 conns × 1 in flight");
         assert_eq!(m[4].total_inflight(), 256);
+        assert_eq!(m[5].to_string(), "64 B, 1 conn at 20000 req/s (≤ 64 in flight)");
+        assert_eq!((m[5].rate, m[0].rate), (Some(20_000), None));
         let w = Workload {
             response: 1500,
             ..m[2]

@@ -89,7 +89,110 @@ fn one_json_run(system_args: &[&str], system: &str, level: &str) -> Value {
     assert_eq!(v["rate"], Value::Null);
     assert_eq!(v["cpus"]["pinned"], false);
     assert!(v["host"]["cores"].as_u64().unwrap() >= 1);
+    let allocs = v["allocs_per_op"].as_f64().expect("allocs_per_op is a number");
+    assert!(allocs.is_finite() && allocs >= 0.0, "{v}");
+    assert_eq!(v["options"]["inflight"], 64, "{v}");
     v
+}
+
+/// Runs `rpc-bench run ARGS --json` (0.3 s after 0.1 s of warmup) and returns its record.
+fn json_run(args: &[&str]) -> Value {
+    let mut all = vec!["run", "--duration", "0.3", "--warmup", "0.1", "--json"];
+    all.extend_from_slice(args);
+    let out = rpc_bench(&all);
+    assert!(out.status.success(), "{all:?} failed: {}", text(&out.stderr));
+    serde_json::from_str(text(&out.stdout).trim()).expect("one JSON line")
+}
+
+#[test]
+fn open_loop_runs_at_the_rate_asked() {
+    for (system, level) in [
+        (["--io-mode", "epoll"], "transport"),
+        (["--io-mode", "epoll"], "rpc"),
+        (["--baseline", "raw-tokio"], "transport"),
+    ] {
+        let mut args = system.to_vec();
+        args.extend(["--level", level, "--rate", "2000", "--conns", "2"]);
+        let v = json_run(&args);
+        assert_eq!(
+            (v["rate"].as_f64(), v["errors"].as_u64()),
+            (Some(2000.0), Some(0)),
+            "{v}"
+        );
+        assert_eq!(
+            v["inflight"], 64,
+            "--rate without --inflight caps at 64 outstanding: {v}"
+        );
+        let rps = v["rps"].as_f64().unwrap();
+        assert!(
+            (1500.0..=2500.0).contains(&rps),
+            "{args:?}: {rps} req/s at 2000 asked: {v}"
+        );
+        assert!(v["allocs_per_op"].as_f64().unwrap().is_finite(), "{v}");
+    }
+}
+
+#[test]
+fn pinned_run_says_where_it_ran() {
+    let v = json_run(&["--io-mode", "epoll", "--server-cpus", "0", "--client-cpus", "0-0"]);
+    assert_eq!(v["cpus"]["pinned"], true, "{v}");
+    assert_eq!(
+        (v["cpus"]["server"].clone(), v["cpus"]["client"].clone()),
+        (serde_json::json!([0]), serde_json::json!([0]))
+    );
+    assert_eq!(v["options"]["server_cpus"], serde_json::json!([0]));
+    let v = json_run(&["--baseline", "raw-tokio", "--client-cpus", "0"]);
+    assert_eq!(
+        (v["cpus"]["pinned"].clone(), v["cpus"]["client"].clone()),
+        (Value::Bool(true), serde_json::json!([0]))
+    );
+    assert_eq!(
+        v["cpus"]["server"], v["cpus"]["allowed"],
+        "an unpinned side shows the allowed set"
+    );
+    let out = rpc_bench(&["run", "--server-cpus", "200", "--duration", "0.1"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is not available to this process"),
+        "{stderr}"
+    );
+    let out = rpc_bench(&["run", "--client-cpus", "1-x"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("is not a CPU list"));
+}
+
+#[test]
+fn config_file_options_are_echoed_and_flags_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.toml");
+    std::fs::write(
+        &path,
+        "io_mode = \"epoll\"\npayload = 128\nrate = 1000\ninflight = 8\nwarmup = 0.05\n",
+    )
+    .unwrap();
+    let v = json_run(&["--config", path.to_str().unwrap(), "--payload", "64"]);
+    assert_eq!(
+        (v["system"].as_str(), v["payload"].as_u64()),
+        (Some("epoll"), Some(64)),
+        "{v}"
+    );
+    let o = &v["options"];
+    assert_eq!(
+        (o["io_mode"].as_str(), o["rate"].as_u64(), o["inflight"].as_u64()),
+        (Some("epoll"), Some(1000), Some(8))
+    );
+    assert_eq!(
+        (
+            o["payload"].as_u64(),
+            o["warmup"].as_f64(),
+            o["duration"].as_f64()
+        ),
+        (Some(64), Some(0.1), Some(0.3))
+    );
+    std::fs::write(&path, "payload = 64\nthreads = 2\nrates = 1\n").unwrap();
+    let out = rpc_bench(&["run", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown keys `rates`, `threads`"), "{stderr}");
 }
 
 #[test]
@@ -249,7 +352,18 @@ fn matrix_writes_runs_and_summary() {
     assert_eq!(folders.len(), 1, "{folders:?}");
     let runs = std::fs::read_to_string(folders[0].join("runs.jsonl")).unwrap();
     let records: Vec<Value> = runs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 15, "{runs}");
+    assert_eq!(records.len(), 18, "{runs}");
+    assert!(
+        stdout.contains("64 B, 1 conn at 20000 req/s (≤ 64 in flight)"),
+        "{stdout}"
+    );
+    for r in &records[15..] {
+        assert_eq!(
+            (r["rate"].as_f64(), r["options"]["rate"].as_u64()),
+            (Some(20000.0), Some(20000)),
+            "{r}"
+        );
+    }
     let columns: Vec<(&str, &str)> = records
         .iter()
         .map(|r| (r["system"].as_str().unwrap(), r["level"].as_str().unwrap()))
@@ -357,7 +471,7 @@ fn check_report_files(dir: &std::path::Path, records: &[Value], matrix_stdout: &
     let requests: u64 = records.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
     assert_eq!(
         (merged["count"].as_u64(), merged["files"].as_u64()),
-        (Some(requests), Some(15))
+        (Some(requests), Some(18))
     );
     let max = records.iter().map(|r| r["max_us"].as_u64().unwrap()).max();
     assert_eq!(merged["max_us"].as_u64(), max);

@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use bench::alloc_counter::CountingAlloc;
 use tracing_subscriber::EnvFilter;
+
+/// Counts heap allocations for the records' `allocs_per_op` (see `bench::alloc_counter`).
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -11,7 +15,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    match bench::cli::execute(bench::cli::Cli::parse(), &command) {
+    let cli = match bench::config_file::parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(bench::config_file::ConfigError::Cli(e)) => e.exit(),
+        Err(error) => {
+            eprintln!("rpc-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match bench::cli::execute(cli, &command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rpc-bench: {error}");

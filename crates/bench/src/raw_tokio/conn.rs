@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -146,19 +146,117 @@ async fn drive(
     Ok(())
 }
 
+/// One open-loop connection's requests that fell due and wait to be sent, filled by the
+/// pacer thread; the connection's task takes them as it has room under its cap.
+#[derive(Debug, Default)]
+pub(super) struct DueQueue {
+    due: Mutex<VecDeque<Instant>>,
+    notify: tokio::sync::Notify,
+}
+
+impl DueQueue {
+    /// A request fell due at `due` (called by the pacer): queue it and wake the task.
+    pub(super) fn push(&self, due: Instant) {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).push_back(due);
+        self.notify.notify_one();
+    }
+
+    /// Wakes the task, e.g. to notice the end of the run.
+    pub(super) fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    fn pop(&self) -> Option<Instant> {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    fn clear(&self) {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// One client connection's open loop: sends what fell due in `queue` while fewer than
+/// `sent.capacity()` are outstanding; `sent` holds the due time of each request in flight,
+/// which its latency counts from.
+async fn drive_open(
+    stream: &mut TcpStream,
+    sent: &mut VecDeque<Instant>,
+    cap: usize,
+    payload: &[u8],
+    control: &Control,
+    stats: &SharedStats,
+    queue: &DueQueue,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(READ_SPARE);
+    let mut out = Vec::with_capacity(READ_SPARE.min(cap * (HEADER_LEN + payload.len())));
+    let (mut next_id, mut expected_id) = (0i64, 0i64);
+    let mut draining = false;
+    loop {
+        if !draining && control.phase() >= Phase::Drain {
+            draining = true;
+            queue.clear();
+        }
+        while !draining && sent.len() < cap {
+            let Some(due) = queue.pop() else { break };
+            raw_frames::put_header(&mut out, RPC_REQUEST, next_id, payload.len());
+            sent.push_back(due);
+            queue_body(stream, &mut out, payload).await?;
+            next_id += 1;
+        }
+        flush(stream, &mut out).await?;
+        if draining && sent.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => {
+                if read? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            _ = queue.notify.notified(), if !draining => continue,
+        }
+        let phase = control.phase();
+        loop {
+            match raw_frames::cut(&buf) {
+                Cut::Frame(len) => {
+                    if raw_frames::kind(&buf) != RPC_RESPONSE || raw_frames::request_id(&buf) != expected_id {
+                        return Err(invalid("not the RpcResponse expected next"));
+                    }
+                    expected_id += 1;
+                    let t = sent
+                        .pop_front()
+                        .ok_or_else(|| invalid("a response to no request"))?;
+                    stats.lock().complete(phase, t);
+                    buf.advance(len);
+                }
+                Cut::Partial(len) => {
+                    reserve(&mut buf, len);
+                    break;
+                }
+                Cut::Invalid => return Err(invalid("bad frame length")),
+            }
+        }
+    }
+}
+
 /// Runs the client side of one connected socket (non-blocking) on the current
-/// runtime; a failure counts every request it had in flight.
+/// runtime, a closed loop of `inflight` or, with `open`, an open loop of at most `inflight`
+/// outstanding; a failure counts every request it had in flight.
 pub(super) async fn client(
     socket: std::net::TcpStream,
     inflight: usize,
     payload: Arc<[u8]>,
     control: Arc<Control>,
     stats: Arc<SharedStats>,
+    open: Option<Arc<DueQueue>>,
 ) {
     let mut sent = VecDeque::with_capacity(inflight);
-    let result = match TcpStream::from_std(socket) {
-        Ok(mut stream) => drive(&mut stream, &mut sent, &payload, &control, &stats).await,
-        Err(e) => Err(e),
+    let result = match (TcpStream::from_std(socket), open) {
+        (Ok(mut stream), None) => drive(&mut stream, &mut sent, &payload, &control, &stats).await,
+        (Ok(mut stream), Some(q)) => {
+            drive_open(&mut stream, &mut sent, inflight, &payload, &control, &stats, &q).await
+        }
+        (Err(e), _) => Err(e),
     };
     if let Err(error) = result {
         tracing::debug!(%error, "raw-tokio client connection failed");
