@@ -20,7 +20,7 @@ use crate::run::RunSpec;
 use crate::workload::SparkIo;
 
 /// Shortest warmup of a Spark run, in seconds (JIT compilation).
-pub const JVM_MIN_WARMUP_S: f64 = 2.0;
+pub const JVM_MIN_WARMUP_S: f64 = 1.5;
 
 /// Environment variable naming the baseline script, if not the repository's.
 pub const SCRIPT_ENV: &str = "RPC_BENCH_SPARK_SCRIPT";
