@@ -147,7 +147,11 @@ pub fn workload_slug(w: &Workload) -> String {
         slug.push('-');
         slug.push_str(&size(w.response));
     }
-    format!("{slug}-{}x{}", w.conns, w.inflight)
+    match w.rate {
+        // An open loop is told apart from the closed loop of the same shape by its rate.
+        Some(rate) => format!("{slug}-{}x{}-{rate}rps", w.conns, w.inflight),
+        None => format!("{slug}-{}x{}", w.conns, w.inflight),
+    }
 }
 
 /// `name` with anything but ASCII letters, digits, `-`, `_` and `.` turned into `-`.
@@ -257,6 +261,12 @@ mod tests {
     fn slugs_name_sizes_and_concurrency() {
         assert_eq!(workload_slug(&Workload::echo(64, 256, 1)), "64B-256x1");
         assert_eq!(workload_slug(&Workload::echo(1 << 20, 1, 4)), "1MiB-1x4");
+        let open = Workload {
+            rate: Some(20_000),
+            ..Workload::echo(64, 1, 64)
+        };
+        assert_eq!(workload_slug(&open), "64B-1x64-20000rps");
+        assert_ne!(workload_slug(&open), workload_slug(&Workload::echo(64, 1, 64)));
         let w = Workload {
             response: 1500,
             ..Workload::echo(4096, 1, 16)
