@@ -79,8 +79,8 @@ impl Comparison {
     /// 2. `io_uring` over `epoll` at each level;
     /// 3. each system's rpc level over its transport level (`epoll rpc / transport`:
     ///    what the RPC layer costs);
-    /// 4. each of this project's columns, both levels, over `spark-epoll`
-    ///    (how much faster than Spark's own transport).
+    /// 4. each of this project's columns, both levels, over `spark-epoll`, then
+    ///    over `spark-nio` (how much faster than Spark's own transport).
     pub fn among(columns: &[Column]) -> Vec<Comparison> {
         let mut out = Vec::new();
         let mut push = |over: Column, under: Column| {
@@ -103,9 +103,11 @@ impl Comparison {
         for over in ours().filter(|c| c.level == Level::Rpc) {
             push(over, Column::new(over.system, Level::Transport));
         }
-        let spark = Column::new(System::Spark(SparkIo::Epoll), Level::Transport);
-        for over in ours() {
-            push(over, spark);
+        for io in [SparkIo::Epoll, SparkIo::Nio] {
+            let spark = Column::new(System::Spark(io), Level::Transport);
+            for over in ours() {
+                push(over, spark);
+            }
         }
         out
     }
@@ -150,7 +152,7 @@ mod tests {
     fn comparisons_are_against_the_baselines_across_backends_and_levels() {
         let spark = System::Spark(SparkIo::Epoll);
         let cols = Column::matrix(
-            &[EPOLL, System::RawTokio, URING, spark],
+            &[EPOLL, System::RawTokio, URING, spark, System::Spark(SparkIo::Nio)],
             &[Level::Transport, Level::Rpc],
         );
         assert!(
@@ -173,7 +175,11 @@ mod tests {
                 "epoll / spark-epoll",
                 "io_uring / spark-epoll",
                 "epoll rpc / spark-epoll",
-                "io_uring rpc / spark-epoll"
+                "io_uring rpc / spark-epoll",
+                "epoll / spark-nio",
+                "io_uring / spark-nio",
+                "epoll rpc / spark-nio",
+                "io_uring rpc / spark-nio"
             ]
         );
         // No baseline: only rpc / transport; rpc alone: nothing to compare.
