@@ -24,8 +24,13 @@ for tool in python3 java javac; do
 done
 
 mkdir -p "$dir"
+# Several runs may start at once (parallel tests): the first installs and
+# compiles under an exclusive lock; the others wait for it, then find it done.
+exec 9>"$dir/.setup.lock"
+flock 9
 if [ ! -f "$dir/venv/.pyspark-$version" ]; then
   echo "spark-baseline: installing pyspark $version into $dir/venv (first use only)" >&2
+  rm -rf "$dir/venv"
   python3 -m venv "$dir/venv"
   "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "pyspark==$version" >&2
   touch "$dir/venv/.pyspark-$version"
@@ -36,6 +41,8 @@ if [ ! -f "$classes/SparkTransportBench.class" ] || [ "$src" -nt "$classes/Spark
   mkdir -p "$classes"
   javac -nowarn -cp "$jars/*" -d "$classes" "$src"
 fi
+flock -u 9
+exec 9>&-
 [ "${1:-}" = "--setup" ] && exit 0
 
 # Spark 4 on Java 17 needs these modules opened (Spark's own launcher passes them too).
