@@ -105,7 +105,7 @@ if [ -n "${config:-}" ]; then
   config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"
 fi
 if [ -z "$bin" ]; then
-  bin="$root/target/release/rpc-bench"
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/rpc-bench"
   if [ ! -x "$bin" ]; then
     echo "run-cluster-bench: building $bin" >&2
     (cd "$root" && cargo build --release -p bench --bin rpc-bench) >&2

@@ -19,8 +19,8 @@ mkdir -p "$PID_DIR" "$LOG_DIR"
 running() { # pid: alive, not a zombie, and a standalone process
   local pid="$1"
   [[ -r "/proc/$pid/stat" ]] || return 1
-  [[ "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)" != Z ]] || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q standalone
+  [[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]] || return 1
+  { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q standalone
 }
 
 if [[ ! -x "$BIN" ]]; then

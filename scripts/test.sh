@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: formatting, lints (warnings are
-# errors), the unit, property, conformance and integration suites of every
+# Runs every check and test of the project: formatting, lints and docs (warnings
+# are errors), the unit, property, conformance and integration suites of every
 # crate on both IO backends (epoll and io_uring), the doc examples, and the
 # runnable examples. Exits non-zero on the first failure.
 set -euo pipefail
@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo doc (warnings are errors: broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo test (workspace)"
 cargo test --workspace
 echo "== examples"

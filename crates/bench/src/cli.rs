@@ -14,7 +14,9 @@ use crate::matrix::{MatrixSpec, run_matrix};
 use crate::merge::{Percentiles, merge_files, out_stem};
 use crate::output_error::OutputError;
 use crate::run::{Level, RunSpec, run};
-use crate::workload::{SparkIo, System, Workload, parse_bytes, parse_count, parse_seconds};
+use crate::workload::{
+    SparkIo, System, Workload, parse_bytes, parse_count, parse_duration_seconds, parse_seconds,
+};
 
 /// Benchmarks the Spark-style RPC transports against a minimal tokio echo.
 ///
@@ -118,7 +120,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Measurement time, in seconds.
-    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    #[arg(long, default_value = "2", value_parser = parse_duration_seconds)]
     pub duration: f64,
     /// Warmup before measuring, in seconds.
     #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
@@ -174,7 +176,7 @@ impl RunArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MatrixArgs {
     /// Measurement time per run, in seconds.
-    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    #[arg(long, default_value = "1", value_parser = parse_duration_seconds)]
     pub duration: f64,
     /// Warmup per run, in seconds (the Spark baseline's JVM always gets at least 1.5 s).
     #[arg(long, default_value = "0.3", value_parser = parse_seconds)]

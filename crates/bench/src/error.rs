@@ -10,11 +10,11 @@ use crate::run::Level;
 /// Why a run or a matrix failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// The transport could not be built, bind or connect (e.g. `io_uring` has no backend yet).
+    /// The transport could not be built, bind or connect (e.g. `io_uring` unavailable on this kernel).
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// An RpcEnv could not start, or could not reach or ask the echo endpoint.
-    #[error("rpc level: {0}")]
+    #[error(transparent)]
     Rpc(#[from] RpcError),
     /// The system has no load generator at this level.
     #[error("{system} has only the transport level; drop --level {level} or pick an --io-mode")]

@@ -8,7 +8,7 @@
 //! - [`measure`]: phases and latency recording shared by all three, and the open loop's
 //!   timetable and pacer (`--rate`); [`record`]: the JSON record; [`alloc_counter`]: the
 //!   counting allocator behind its `allocs_per_op`; [`config_file`]: `--config FILE`;
-//! - [`host`]: machine, CPU placement and git revision; [`column`]: a system at a level, and
+//! - [`host`]: machine, CPU placement and git revision; [`mod@column`]: a system at a level, and
 //!   which columns are compared; [`matrix`] and [`table`]: the interleaved, repeated matrix,
 //!   its medians and its `results/` folder; [`cli`]: the command line;
 //! - what a person reads: [`histogram_files`] (each run's `.hgrm` percentile distribution and

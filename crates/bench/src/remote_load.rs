@@ -20,7 +20,7 @@ use crate::error::BenchError;
 use crate::host::Environment;
 use crate::record::Record;
 use crate::run::{FRAME_OVERHEAD, Level, RunSpec};
-use crate::workload::{System, Workload, parse_bytes, parse_count, parse_seconds};
+use crate::workload::{System, Workload, parse_bytes, parse_count, parse_duration_seconds, parse_seconds};
 use crate::{rpc_load, transport_load};
 
 /// The byte a fixed-size response (`--response`) is filled with, as in Spark's baseline
@@ -92,7 +92,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1, value_parser = parse_count)]
     pub inflight: usize,
     /// Measurement time, in seconds.
-    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    #[arg(long, default_value = "2", value_parser = parse_duration_seconds)]
     pub duration: f64,
     /// Warmup before measuring, in seconds.
     #[arg(long, default_value = "0.5", value_parser = parse_seconds)]

@@ -143,6 +143,19 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a measurement time: seconds, finite and above 0.
+///
+/// # Errors
+/// A message quoting `text` when it is not a positive number.
+pub fn parse_duration_seconds(text: &str) -> Result<f64, String> {
+    match parse_seconds(text) {
+        Ok(s) if s > 0.0 => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a measurement time in seconds > 0 (e.g. 2 or 0.5)"
+        )),
+    }
+}
+
 /// Parses a count of at least 1 (connections, requests in flight, threads, repetitions).
 ///
 /// # Errors

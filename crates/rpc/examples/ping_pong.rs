@@ -72,7 +72,17 @@ impl RpcEndpoint for PingEndpoint {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ping_pong: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut pong_config = RpcEnvConfig::server("pong", SocketAddr::from(([127, 0, 0, 1], 0)));
     pong_config.apply_env()?;
     let pong_env = RpcEnv::create(pong_config)?;

@@ -74,7 +74,14 @@ impl FromStr for RpcAddress {
             .strip_prefix("rpc://")
             .or_else(|| s.strip_prefix("spark://"))
             .unwrap_or(s);
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+        if let Some((scheme, _)) = rest.split_once("://") {
+            return Err(bad(&format!(
+                "`{scheme}://` is not an RpcEnv address; write host:port or rpc://host:port"
+            )));
+        }
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected host:port or rpc://host:port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(bad("the host is empty"));
@@ -99,6 +106,11 @@ mod tests {
         assert_eq!(b.host, "::1");
         assert_eq!(b.to_string(), "[::1]:80");
         assert!("nohost".parse::<RpcAddress>().is_err());
+        let e = "http://127.0.0.1:7077"
+            .parse::<RpcAddress>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rpc://host:port"), "{e}");
         assert!(
             "h:99999"
                 .parse::<RpcAddress>()

@@ -227,7 +227,16 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
         let env = self.inner.env.clone();
         Box::new(move |result: Result<Bytes, TransportError>| {
             let outcome = match result {
-                Ok(bytes) => R::access(&bytes).and_then(R::deserialize),
+                Ok(bytes) => R::access(&bytes).and_then(R::deserialize).map_err(|e| match e {
+                    RpcError::InvalidMessage { type_name, reason } => RpcError::InvalidMessage {
+                        type_name,
+                        reason: format!(
+                            "the reply is not one (is the peer an RpcEnv of this project and version, \
+                             and the reference's reply type the endpoint's?): {reason}"
+                        ),
+                    },
+                    other => other,
+                }),
                 Err(_) if env.is_stopped() => Err(RpcError::EnvStopped),
                 Err(e) => Err(match &address {
                     Some(a) => connect_error(a, e),

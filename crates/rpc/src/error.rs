@@ -158,6 +158,14 @@ impl RpcError {
                 peer: peer.to_string(),
                 reason,
             },
+            // A peer that requires authentication refuses an unauthenticated
+            // client's first request with an RpcFailure saying so.
+            TransportError::RemoteFailure { message } if message.starts_with("authentication failed") => {
+                Self::AuthenticationFailed {
+                    address: "the remote RpcEnv".into(),
+                    source: TransportError::RemoteFailure { message },
+                }
+            }
             TransportError::RemoteFailure { message } => {
                 Self::parse_inbox_full(&message).unwrap_or(Self::RemoteFailure { message })
             }

@@ -239,12 +239,16 @@ impl Outbox {
 /// Maps a connect failure seen by an ask to the error the user sees.
 pub(crate) fn connect_error(address: &RpcAddress, e: TransportError) -> RpcError {
     match e {
-        TransportError::Io { op: "connect to", .. }
-        | TransportError::Io { op: "resolve", .. }
-        | TransportError::ConnectTimeout { .. } => RpcError::ConnectFailed {
+        TransportError::Io { op: "resolve", .. } => RpcError::InvalidAddress {
             address: address.to_string(),
-            source: e,
+            reason: "the host does not resolve; check the name, or give an IP address".into(),
         },
+        TransportError::Io { op: "connect to", .. } | TransportError::ConnectTimeout { .. } => {
+            RpcError::ConnectFailed {
+                address: address.to_string(),
+                source: e,
+            }
+        }
         TransportError::AuthenticationFailed { .. } => RpcError::AuthenticationFailed {
             address: address.to_string(),
             source: e,

@@ -82,6 +82,7 @@ fn wrong_secret_is_refused(mode: IoMode) {
 
 fn missing_secret_on_client_is_refused(mode: IoMode) {
     let (err, seen) = refused(mode, secret("right"), plain);
+    assert!(matches!(err, RpcError::AuthenticationFailed { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(FAILURE_PREFIX), "{err:?}");
     assert!(text.contains("auth_secret"), "{text}");
