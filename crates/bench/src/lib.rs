@@ -33,6 +33,7 @@ pub mod alloc_counter;
 pub mod cli;
 pub mod column;
 pub mod config_file;
+pub mod drive;
 pub mod error;
 pub mod histogram_files;
 pub mod host;

@@ -5,7 +5,7 @@
 //! answer's [`on_complete`](rpc::AskFuture::on_complete) callback, on the
 //! client's transport event-loop thread: no executor hop, as the transport
 //! level's `send_rpc` callbacks. With a rate (`--rate`), an open loop instead: the
-//! [`Pacer`] thread asks on the timetable, at most `inflight` outstanding per client
+//! [`Pacer`](crate::measure::Pacer) thread asks on the timetable, at most `inflight` outstanding per client
 //! (see [`measure`](crate::measure)).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,9 +16,10 @@ use std::time::Instant;
 use rpc::{Msg, RpcAddress, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
 use transport::TransportConf;
 
+use crate::drive::{self, ConnChain};
 use crate::error::BenchError;
 use crate::host::ThreadPins;
-use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, OpenSlots, Pacer, Phase, SharedStats, wait_until};
+use crate::measure::{Control, Measurement, OpenSlots, Phase, SharedStats};
 use crate::remote_load::Expected;
 use crate::run::RunSpec;
 
@@ -89,6 +90,28 @@ impl ConnLoad {
             Some(slots) => slots.outstanding() == 0,
             None => self.live_chains.load(Ordering::Acquire) == 0,
         }
+    }
+}
+
+impl ConnChain for ConnLoad {
+    fn send_next(self: Arc<Self>) {
+        ask_next(self);
+    }
+
+    fn send_at(self: Arc<Self>, due: Instant) {
+        ask_at(self, due);
+    }
+
+    fn open_slots(&self) -> Option<&OpenSlots> {
+        self.open.as_ref()
+    }
+
+    fn drained(&self) -> bool {
+        ConnLoad::drained(self)
+    }
+
+    fn stats(&self) -> &SharedStats {
+        &self.stats
     }
 }
 
@@ -218,41 +241,7 @@ pub fn load(
     // The client RpcEnvs' threads are the ones new since `pins` began.
     pins.pin_new(spec.client_cpus.as_ref())
         .map_err(|e| BenchError::io("pin the client's threads to --client-cpus", e))?;
-    let pacer = match w.rate {
-        Some(rate) => {
-            let (conns, ctl) = (loads.clone(), Arc::clone(&control));
-            let fire = move |i: usize, due: Instant| {
-                let load = &conns[i];
-                let slots = load.open.as_ref().expect("an open-loop client has slots");
-                if ctl.phase() < Phase::Drain && slots.arrive(due) {
-                    ask_at(Arc::clone(load), due);
-                }
-            };
-            let pacer = Pacer::spawn(Arc::clone(&control), rate, w.conns, spec.client_cpus, fire, || {});
-            Some(pacer.map_err(|e| BenchError::io("spawn the open-loop pacer thread", e))?)
-        }
-        None => {
-            for load in &loads {
-                for _ in 0..w.inflight {
-                    ask_next(Arc::clone(load));
-                }
-            }
-            None
-        }
-    };
-    let elapsed = control.run_phases(spec.warmup_s, spec.duration_s);
-    if let Some(pacer) = pacer {
-        pacer.join();
-    }
-    let drained = wait_until(DRAIN_TIMEOUT, || loads.iter().all(|l| l.drained()));
-    if !drained {
-        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "asks still in flight after the drain timeout");
-    }
-    control.set(Phase::Closed);
-    let stats: Vec<_> = loads
-        .iter()
-        .map(|l| std::mem::take(&mut *l.stats.lock()))
-        .collect();
+    let (elapsed, stats) = drive::drive(&loads, &control, spec, "asks")?;
     let system = clients.first().map_or(conf.io_mode, |c| c.io_mode());
     Ok(Measurement::merge(system.as_str(), elapsed, &stats).with_allocs(control.allocs_measured()))
 }

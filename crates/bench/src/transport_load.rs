@@ -10,9 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use transport::{Transport, TransportClient, TransportConf, TransportError, TransportHandler};
 
+use crate::drive::{self, ConnChain};
 use crate::error::BenchError;
 use crate::host::ThreadPins;
-use crate::measure::{Control, DRAIN_TIMEOUT, Measurement, OpenSlots, Pacer, Phase, SharedStats, wait_until};
+use crate::measure::{Control, Measurement, OpenSlots, Phase, SharedStats};
 use crate::remote_load::Expected;
 use crate::run::RunSpec;
 
@@ -74,6 +75,28 @@ impl ConnLoad {
             Some(slots) => slots.outstanding() == 0,
             None => self.live_chains.load(Ordering::Acquire) == 0,
         }
+    }
+}
+
+impl ConnChain for ConnLoad {
+    fn send_next(self: Arc<Self>) {
+        send_next(self);
+    }
+
+    fn send_at(self: Arc<Self>, due: Instant) {
+        send_at(self, due);
+    }
+
+    fn open_slots(&self) -> Option<&OpenSlots> {
+        self.open.as_ref()
+    }
+
+    fn drained(&self) -> bool {
+        ConnLoad::drained(self)
+    }
+
+    fn stats(&self) -> &SharedStats {
+        &self.stats
     }
 }
 
@@ -188,41 +211,7 @@ pub fn load(
         .collect::<Result<Vec<_>, TransportError>>()?;
     pins.pin_new(spec.client_cpus.as_ref())
         .map_err(|e| BenchError::io("pin the client's threads to --client-cpus", e))?;
-    let pacer = match w.rate {
-        Some(rate) => {
-            let (conns, ctl) = (loads.clone(), Arc::clone(&control));
-            let fire = move |i: usize, due: Instant| {
-                let load = &conns[i];
-                let slots = load.open.as_ref().expect("an open-loop connection has slots");
-                if ctl.phase() < Phase::Drain && slots.arrive(due) {
-                    send_at(Arc::clone(load), due);
-                }
-            };
-            let pacer = Pacer::spawn(Arc::clone(&control), rate, w.conns, spec.client_cpus, fire, || {});
-            Some(pacer.map_err(|e| BenchError::io("spawn the open-loop pacer thread", e))?)
-        }
-        None => {
-            for load in &loads {
-                for _ in 0..w.inflight {
-                    send_next(Arc::clone(load));
-                }
-            }
-            None
-        }
-    };
-    let elapsed = control.run_phases(spec.warmup_s, spec.duration_s);
-    if let Some(pacer) = pacer {
-        pacer.join();
-    }
-    let drained = wait_until(DRAIN_TIMEOUT, || loads.iter().all(|l| l.drained()));
-    if !drained {
-        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout");
-    }
-    control.set(Phase::Closed);
-    let stats: Vec<_> = loads
-        .iter()
-        .map(|l| std::mem::take(&mut *l.stats.lock()))
-        .collect();
+    let (elapsed, stats) = drive::drive(&loads, &control, spec, "requests")?;
     Ok(Measurement::merge(transport.io_mode().as_str(), elapsed, &stats)
         .with_allocs(control.allocs_measured()))
 }
