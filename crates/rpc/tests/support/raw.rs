@@ -55,7 +55,13 @@ impl Raw {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match self.stream.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
+                // A signal interrupted the read: nothing was lost, read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(0) => return None,
+                Err(e) => {
+                    eprintln!("raw read from the server failed: {e} ({:?})", e.kind());
+                    return None;
+                }
                 Ok(n) => n,
             };
             self.decoder
@@ -78,6 +84,7 @@ impl Raw {
                 Ok(0) => return true,
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
             }
         }
