@@ -10,16 +10,15 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rpc::{Msg, RpcAddress, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
 use transport::TransportConf;
 
-use crate::drive::{self, ConnChain};
+use crate::drive::{self, ConnChain, LoadState, Next};
 use crate::error::BenchError;
 use crate::host::ThreadPins;
-use crate::measure::{Control, Measurement, OpenSlots, Phase, SharedStats};
+use crate::measure::{Control, Measurement};
 use crate::remote_load::Expected;
 use crate::run::RunSpec;
 
@@ -73,90 +72,27 @@ pub fn setup_echo(server: &RpcEnv, response: Option<Vec<u8>>) -> Result<(), RpcE
 struct ConnLoad {
     echo: RpcEndpointRef<Vec<u8>, Vec<u8>>,
     payload: Vec<u8>,
-    control: Arc<Control>,
-    stats: SharedStats,
-    /// Chains still running; 0 once this client has drained.
-    live_chains: AtomicUsize,
-    /// What every answer must be (`load --verify`); a mismatch counts as an error.
-    expected: Option<Arc<Expected>>,
-    /// Open loop (`--rate`): this client's outstanding asks and the ones waiting; `None` for a closed loop.
-    open: Option<OpenSlots>,
-}
-
-impl ConnLoad {
-    /// Whether every ask of this client has finished.
-    fn drained(&self) -> bool {
-        match &self.open {
-            Some(slots) => slots.outstanding() == 0,
-            None => self.live_chains.load(Ordering::Acquire) == 0,
-        }
-    }
+    state: LoadState,
 }
 
 impl ConnChain for ConnLoad {
-    fn send_next(self: Arc<Self>) {
-        ask_next(self);
+    /// Asks a question whose latency counts from `start`; its answer's callback asks the next.
+    fn send_at(self: Arc<Self>, start: Instant) {
+        let answer = self.echo.ask(self.payload.clone());
+        answer.on_complete(move |result| on_answer(self, start, result));
     }
 
-    fn send_at(self: Arc<Self>, due: Instant) {
-        ask_at(self, due);
+    fn state(&self) -> &LoadState {
+        &self.state
     }
-
-    fn open_slots(&self) -> Option<&OpenSlots> {
-        self.open.as_ref()
-    }
-
-    fn drained(&self) -> bool {
-        ConnLoad::drained(self)
-    }
-
-    fn stats(&self) -> &SharedStats {
-        &self.stats
-    }
-}
-
-/// Asks the next question of a chain; its answer's callback asks the one after.
-fn ask_next(load: Arc<ConnLoad>) {
-    ask_at(load, Instant::now());
-}
-
-/// Asks a question whose latency counts from `start`: now (closed loop), or when it was
-/// due on the timetable (open loop).
-fn ask_at(load: Arc<ConnLoad>, start: Instant) {
-    let answer = load.echo.ask(load.payload.clone());
-    answer.on_complete(move |result| on_answer(load, start, result));
 }
 
 fn on_answer(load: Arc<ConnLoad>, sent: Instant, result: Result<Vec<u8>, RpcError>) {
-    let phase = load.control.phase();
-    let ok = {
-        let mut stats = load.stats.lock();
-        match result {
-            Ok(answer) if load.expected.as_ref().is_some_and(|e| !e.matches(&answer)) => {
-                stats.fail(phase, 1);
-                true
-            }
-            Ok(_) => {
-                stats.complete(phase, sent);
-                true
-            }
-            Err(error) => {
-                // The chain ends: a failed ask may be completed under the Outbox's
-                // lock, and asking again from there would take it twice.
-                tracing::debug!(%error, "ask failed; the chain ends");
-                stats.fail(phase, 1);
-                false
-            }
-        }
-    };
-    if let Some(slots) = &load.open {
-        if let Some(due) = slots.finish(ok && phase < Phase::Drain) {
-            ask_at(load, due);
-        }
-    } else if ok && phase < Phase::Drain {
-        ask_next(load);
-    } else {
-        load.live_chains.fetch_sub(1, Ordering::Release);
+    // A failed ask ends its chain: it may be completed under the Outbox's lock,
+    // and asking again from there would take that lock twice.
+    let next = load.state.answered(sent, result.as_deref(), || false);
+    if let Next::Send(start) = next {
+        load.send_at(start);
     }
 }
 
@@ -231,11 +167,7 @@ pub fn load(
         loads.push(Arc::new(ConnLoad {
             echo: echo?,
             payload: payload.clone(),
-            control: Arc::clone(&control),
-            stats: SharedStats::default(),
-            live_chains: AtomicUsize::new(if w.rate.is_some() { 0 } else { w.inflight }),
-            expected: expected.clone(),
-            open: w.rate.map(|_| OpenSlots::new(w.inflight)),
+            state: LoadState::new(Arc::clone(&control), w, expected.clone()),
         }));
     }
     // The client RpcEnvs' threads are the ones new since `pins` began.

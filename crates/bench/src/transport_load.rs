@@ -4,16 +4,15 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use transport::{Transport, TransportClient, TransportConf, TransportError, TransportHandler};
 
-use crate::drive::{self, ConnChain};
+use crate::drive::{self, ConnChain, LoadState, Next};
 use crate::error::BenchError;
 use crate::host::ThreadPins;
-use crate::measure::{Control, Measurement, OpenSlots, Phase, SharedStats};
+use crate::measure::{Control, Measurement};
 use crate::remote_load::Expected;
 use crate::run::RunSpec;
 
@@ -47,104 +46,31 @@ impl TransportHandler for ClientHandler {
 struct ConnLoad {
     client: TransportClient,
     payload: Bytes,
-    control: Arc<Control>,
-    stats: SharedStats,
-    /// Chains still running; 0 once the connection has drained.
-    live_chains: AtomicUsize,
-    /// What every response must be (`load --verify`); a mismatch counts as an error.
-    expected: Option<Arc<Expected>>,
-    /// Open loop (`--rate`): the connection's outstanding requests and the ones waiting;
-    /// `None` for a closed loop.
-    open: Option<OpenSlots>,
-}
-
-impl ConnLoad {
-    /// A chain ended (closed loop), or a request's slot came free (open loop).
-    fn end_chain(&self) {
-        match &self.open {
-            Some(slots) => slots.release(),
-            None => {
-                self.live_chains.fetch_sub(1, Ordering::Release);
-            }
-        }
-    }
-
-    /// Whether every request of this connection has finished.
-    fn drained(&self) -> bool {
-        match &self.open {
-            Some(slots) => slots.outstanding() == 0,
-            None => self.live_chains.load(Ordering::Acquire) == 0,
-        }
-    }
+    state: LoadState,
 }
 
 impl ConnChain for ConnLoad {
-    fn send_next(self: Arc<Self>) {
-        send_next(self);
+    /// Sends a request whose latency counts from `start`; its callback sends the next.
+    fn send_at(self: Arc<Self>, start: Instant) {
+        let this = Arc::clone(&self);
+        let callback = move |result: Result<Bytes, TransportError>| on_response(self, start, result);
+        if let Err(error) = this.client.send_rpc(this.payload.clone(), callback) {
+            tracing::debug!(%error, "send_rpc failed; the chain ends");
+            this.state.send_failed();
+        }
     }
 
-    fn send_at(self: Arc<Self>, due: Instant) {
-        send_at(self, due);
-    }
-
-    fn open_slots(&self) -> Option<&OpenSlots> {
-        self.open.as_ref()
-    }
-
-    fn drained(&self) -> bool {
-        ConnLoad::drained(self)
-    }
-
-    fn stats(&self) -> &SharedStats {
-        &self.stats
-    }
-}
-
-/// Sends the next request of a chain; its callback sends the one after.
-fn send_next(load: Arc<ConnLoad>) {
-    send_at(load, Instant::now());
-}
-
-/// Sends a request whose latency counts from `start`: now (closed loop), or when it was due
-/// on the timetable (open loop).
-fn send_at(load: Arc<ConnLoad>, start: Instant) {
-    let this = Arc::clone(&load);
-    let callback = move |result| on_response(load, start, result);
-    if let Err(error) = this.client.send_rpc(this.payload.clone(), callback) {
-        tracing::debug!(%error, "send_rpc failed; the chain ends");
-        this.stats.lock().fail(this.control.phase(), 1);
-        this.end_chain();
+    fn state(&self) -> &LoadState {
+        &self.state
     }
 }
 
 fn on_response(load: Arc<ConnLoad>, sent: Instant, result: Result<Bytes, TransportError>) {
-    let phase = load.control.phase();
-    let keep_going = {
-        let mut stats = load.stats.lock();
-        match result {
-            Ok(body) if load.expected.as_ref().is_some_and(|e| !e.matches(&body)) => {
-                stats.fail(phase, 1);
-                true
-            }
-            Ok(_) => {
-                stats.complete(phase, sent);
-                true
-            }
-            Err(error) => {
-                tracing::debug!(%error, "request failed");
-                stats.fail(phase, 1);
-                load.client.is_active()
-            }
-        }
-    };
-    if let Some(slots) = &load.open {
-        if let Some(due) = slots.finish(keep_going && phase < Phase::Drain) {
-            send_at(load, due);
-        }
-    } else if keep_going && phase < Phase::Drain {
-        send_next(load);
-    } else {
-        load.end_chain();
+    let next = load
+        .state
+        .answered(sent, result.as_deref(), || load.client.is_active());
+    if let Next::Send(start) = next {
+        load.send_at(start);
     }
 }
 
@@ -201,11 +127,7 @@ pub fn load(
             Ok(Arc::new(ConnLoad {
                 client: transport.connect(addr, Arc::clone(&handler))?,
                 payload: payload.clone(),
-                control: Arc::clone(&control),
-                stats: SharedStats::default(),
-                live_chains: AtomicUsize::new(if w.rate.is_some() { 0 } else { w.inflight }),
-                expected: expected.clone(),
-                open: w.rate.map(|_| OpenSlots::new(w.inflight)),
+                state: LoadState::new(Arc::clone(&control), w, expected.clone()),
             }))
         })
         .collect::<Result<Vec<_>, TransportError>>()?;
