@@ -77,7 +77,7 @@ impl Dispatcher {
         if map.contains_key(name) {
             return Err(RpcError::EndpointAlreadyExists { name: name.into() });
         }
-        let (scheduler, dedicated) = match scheduling {
+        let (scheduler, parallelism, dedicated) = match scheduling {
             Scheduling::Dedicated => {
                 let l = MessageLoop::start(&format!("{}-{name}", self.env_name), 1).map_err(|e| {
                     RpcError::RemoteFailure {
@@ -88,9 +88,9 @@ impl Dispatcher {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(l.clone());
-                (l.sender(), Some(l))
+                (l.sender(), 1, Some(l))
             }
-            _ => (self.shared_loop.sender(), None),
+            _ => (self.shared_loop.sender(), self.shared_loop.parallelism(), None),
         };
         let cloner = if scheduling == Scheduling::Concurrent {
             cloner
@@ -103,6 +103,7 @@ impl Dispatcher {
             endpoint,
             cloner,
             scheduler,
+            parallelism,
             dedicated.is_some(),
             self.inbox_capacity,
         );

@@ -61,6 +61,8 @@ struct State<M, R: RpcMessage> {
     active: usize,
     /// The inbox is in its loop's queue or being processed (thread-safe mode).
     scheduled: bool,
+    /// Items for this inbox in its loop's queue, not yet taken by a thread.
+    queued: usize,
 }
 
 /// Typed posting into an endpoint's inbox, used by local references.
@@ -95,6 +97,10 @@ pub(crate) struct Inbox<E: RpcEndpoint> {
     /// `Some` for a concurrent endpoint: how each processing thread gets its own copy.
     cloner: Option<fn(&E) -> E>,
     scheduler: LoopSender,
+    /// Threads serving `scheduler`: a concurrent endpoint is never queued more
+    /// often than this minus the threads already processing it, so a burst of
+    /// messages wakes at most that many threads instead of one per message.
+    parallelism: usize,
     /// A dedicated loop is told to stop once `OnStop` has run.
     dedicated: bool,
     /// Messages the queue may hold before a send or ask is refused.
@@ -113,6 +119,7 @@ impl<E: RpcEndpoint> Inbox<E> {
         endpoint: E,
         cloner: Option<fn(&E) -> E>,
         scheduler: LoopSender,
+        parallelism: usize,
         dedicated: bool,
         capacity: usize,
     ) -> Arc<Self> {
@@ -124,10 +131,12 @@ impl<E: RpcEndpoint> Inbox<E> {
                 concurrent: false,
                 active: 0,
                 scheduled: true,
+                queued: 1,
             }),
             endpoint: Mutex::new(endpoint),
             cloner,
             scheduler,
+            parallelism: parallelism.max(1),
             dedicated,
             capacity,
             me: me.clone(),
@@ -167,7 +176,15 @@ impl<E: RpcEndpoint> Inbox<E> {
             return Err(error);
         }
         st.messages.push_back(msg);
-        let schedule = st.concurrent || !std::mem::replace(&mut st.scheduled, true);
+        let schedule = if st.concurrent {
+            // Threads already processing, or queued to, will take this message.
+            st.queued + st.active < self.parallelism
+        } else {
+            !std::mem::replace(&mut st.scheduled, true)
+        };
+        if schedule {
+            st.queued += 1;
+        }
         drop(st);
         if schedule {
             self.schedule();
@@ -282,6 +299,7 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
 
     fn process(&self) {
         let mut st = lock(&self.state);
+        st.queued = st.queued.saturating_sub(1);
         if !st.concurrent && st.active != 0 {
             return;
         }
@@ -338,10 +356,108 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
         st.concurrent = false;
         st.messages.push_back(InboxMessage::OnStop);
         let schedule = !std::mem::replace(&mut st.scheduled, true);
+        if schedule {
+            st.queued += 1;
+        }
         drop(st);
         if schedule {
             self.schedule();
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Clone)]
+    struct Counter(Arc<AtomicUsize>);
+
+    impl RpcEndpoint for Counter {
+        type Message = u32;
+        type Reply = u32;
+        fn receive(&mut self, _msg: Msg<'_, u32>, _sender: &RpcSender) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sender() -> RpcSender {
+        RpcSender {
+            address: None,
+            connection: None,
+            env: Weak::new(),
+        }
+    }
+
+    /// Runs what the loop queue holds, as a MessageLoop thread would, until it is empty.
+    fn drain(rx: &crossbeam_channel::Receiver<LoopItem>) -> usize {
+        let mut items = 0;
+        while let Ok(item) = rx.try_recv() {
+            items += 1;
+            if let LoopItem::Inbox(inbox) = item {
+                inbox.process();
+            }
+        }
+        items
+    }
+
+    #[test]
+    fn a_burst_to_a_concurrent_endpoint_queues_at_most_parallelism_items() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let count = Arc::new(AtomicUsize::new(0));
+        let cloner: fn(&Counter) -> Counter = Counter::clone;
+        let inbox = Inbox::start(
+            "e".into(),
+            Counter(count.clone()),
+            Some(cloner),
+            tx,
+            2,
+            false,
+            1000,
+        );
+        assert_eq!(drain(&rx), 1, "OnStart is queued once");
+        for i in 0..100 {
+            inbox
+                .post(InboxMessage::OneWay {
+                    content: Content::Local(i),
+                    sender: sender(),
+                })
+                .unwrap();
+        }
+        assert_eq!(rx.len(), 2, "100 messages wake at most 2 threads");
+        drain(&rx);
+        assert_eq!(count.load(Ordering::Relaxed), 100, "every message was processed");
+        inbox
+            .post(InboxMessage::OneWay {
+                content: Content::Local(0),
+                sender: sender(),
+            })
+            .unwrap();
+        assert_eq!(rx.len(), 1, "an idle inbox is queued again");
+        drain(&rx);
+        assert_eq!(count.load(Ordering::Relaxed), 101);
+    }
+
+    #[test]
+    fn a_thread_safe_endpoint_is_queued_once_per_burst() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let count = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox::start("e".into(), Counter(count.clone()), None, tx, 4, false, 1000);
+        drain(&rx);
+        for i in 0..50 {
+            inbox
+                .post(InboxMessage::OneWay {
+                    content: Content::Local(i),
+                    sender: sender(),
+                })
+                .unwrap();
+        }
+        assert_eq!(rx.len(), 1);
+        drain(&rx);
+        assert_eq!(count.load(Ordering::Relaxed), 50);
     }
 }

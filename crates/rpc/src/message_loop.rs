@@ -24,6 +24,8 @@ pub(crate) type LoopSender = Sender<LoopItem>;
 pub(crate) struct MessageLoop {
     sender: LoopSender,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// How many threads serve the queue (at least 1).
+    parallelism: usize,
 }
 
 impl MessageLoop {
@@ -41,8 +43,15 @@ impl MessageLoop {
         }
         Ok(Arc::new(Self {
             sender,
+            parallelism: handles.len(),
             threads: Mutex::new(handles),
         }))
+    }
+
+    /// How many threads serve the queue: the most that can process one
+    /// concurrent endpoint at once.
+    pub(crate) fn parallelism(&self) -> usize {
+        self.parallelism
     }
 
     /// The queue to schedule inboxes on.
