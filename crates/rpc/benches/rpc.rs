@@ -52,7 +52,7 @@ fn formats(c: &mut Criterion) {
     let mut g = c.benchmark_group("message round");
     g.bench_function("rkyv: serialize + validate + read in place", |b| {
         b.iter(|| {
-            let bytes = black_box(&msg).encode_into(Vec::with_capacity(256)).unwrap();
+            let bytes = black_box(&msg).to_bytes().unwrap();
             let archived = RegisterWorker::access(&bytes).unwrap();
             black_box(archived.cores.to_native() + archived.id.len() as u32)
         })
@@ -64,7 +64,7 @@ fn formats(c: &mut Criterion) {
             black_box(back.cores + back.id.len() as u32)
         })
     });
-    let bytes = msg.encode_into(Vec::new()).unwrap();
+    let bytes = msg.to_bytes().unwrap();
     g.bench_function("rkyv: validate + read in place only", |b| {
         b.iter(|| {
             let archived = RegisterWorker::access(black_box(&bytes)).unwrap();

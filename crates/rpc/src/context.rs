@@ -3,10 +3,10 @@
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use transport::TransportClient;
 
 use crate::address::RpcAddress;
+use crate::encode_buf;
 use crate::endpoint_ref::RpcEndpointRef;
 use crate::env::EnvInner;
 use crate::error::RpcError;
@@ -131,8 +131,9 @@ impl<R: RpcMessage> RpcCallContext<R> {
                 c.complete(Ok(reply));
             }
             Some(ReplyTo::Remote { client, request_id }) => {
-                let sent = match reply.encode_into(Vec::new()) {
-                    Ok(bytes) => client.send_response(request_id, Bytes::from(bytes)),
+                let size_hint = std::mem::size_of::<R::Archived>() + 64;
+                let sent = match encode_buf::encode_with(size_hint, |out| reply.encode(out)) {
+                    Ok(bytes) => client.send_response(request_id, bytes),
                     Err(e) => client.send_failure(request_id, &e.to_string()),
                 };
                 if let Err(e) = sent {

@@ -15,9 +15,10 @@
 //!
 //! Replies carry no envelope: an RpcResponse body is the archive of the reply.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::address::RpcAddress;
+use crate::encode_buf;
 use crate::error::RpcError;
 use crate::message::{RpcMessage, type_fingerprint};
 
@@ -53,23 +54,27 @@ pub(crate) fn encode<M: RpcMessage>(
     msg: &M,
 ) -> Result<Bytes, RpcError> {
     let name_len = u16::try_from(receiver.len()).map_err(|_| invalid("receiver name over 65535 bytes"))?;
-    let mut out = Vec::with_capacity(64 + receiver.len() + std::mem::size_of::<M::Archived>());
-    out.push(VERSION);
-    out.extend_from_slice(&type_fingerprint::<M>().to_be_bytes());
-    out.extend_from_slice(&name_len.to_be_bytes());
-    out.extend_from_slice(receiver.as_bytes());
-    match sender {
-        None => out.push(0),
-        Some(a) => {
-            let host_len =
-                u16::try_from(a.host.len()).map_err(|_| invalid("sender host over 65535 bytes"))?;
-            out.push(1);
-            out.extend_from_slice(&host_len.to_be_bytes());
-            out.extend_from_slice(a.host.as_bytes());
-            out.extend_from_slice(&a.port.to_be_bytes());
+    let host_len = match sender {
+        Some(a) => Some(u16::try_from(a.host.len()).map_err(|_| invalid("sender host over 65535 bytes"))?),
+        None => None,
+    };
+    let size_hint = 64 + receiver.len() + std::mem::size_of::<M::Archived>();
+    encode_buf::encode_with(size_hint, |out| {
+        out.put_u8(VERSION);
+        out.put_u64(type_fingerprint::<M>());
+        out.put_u16(name_len);
+        out.put_slice(receiver.as_bytes());
+        match (sender, host_len) {
+            (Some(a), Some(host_len)) => {
+                out.put_u8(1);
+                out.put_u16(host_len);
+                out.put_slice(a.host.as_bytes());
+                out.put_u16(a.port);
+            }
+            _ => out.put_u8(0),
         }
-    }
-    Ok(Bytes::from(msg.encode_into(out)?))
+        msg.encode(out)
+    })
 }
 
 /// Parses the envelope at the front of `body`. Untrusted input: every length is checked.

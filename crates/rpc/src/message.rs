@@ -14,6 +14,9 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::{Archive, Archived, Deserialize, Serialize};
 
+use bytes::{Bytes, BytesMut};
+
+pub use crate::encode_buf::ArchiveWriter;
 use crate::error::RpcError;
 
 /// A type that can travel as an RPC message or reply.
@@ -27,8 +30,18 @@ pub trait RpcMessage: Archive + Send + Sized + 'static {
     /// the unaligned format needs no padding, so the archive reads the same at any offset).
     ///
     /// # Errors
+    /// [`RpcError::Serialize`] if rkyv fails; `out` is then left empty.
+    fn encode(&self, out: &mut BytesMut) -> Result<(), RpcError>;
+
+    /// The archive of `self` in a buffer of its own.
+    ///
+    /// # Errors
     /// [`RpcError::Serialize`] if rkyv fails.
-    fn encode_into(&self, out: Vec<u8>) -> Result<Vec<u8>, RpcError>;
+    fn to_bytes(&self) -> Result<Bytes, RpcError> {
+        let mut out = BytesMut::with_capacity(std::mem::size_of::<Self::Archived>() + 16);
+        self.encode(&mut out)?;
+        Ok(out.freeze())
+    }
 
     /// Validates `bytes` as an archived `Self` and returns a view into them (no copy).
     ///
@@ -45,15 +58,23 @@ pub trait RpcMessage: Archive + Send + Sized + 'static {
 
 impl<T> RpcMessage for T
 where
-    T: Archive + for<'a> Serialize<HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>> + Send + 'static,
+    T: Archive
+        + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
+        + Send
+        + 'static,
     Archived<T>: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + Deserialize<T, HighDeserializer<rancor::Error>>,
 {
-    fn encode_into(&self, out: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, out).map_err(|e| RpcError::Serialize {
-            type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        })
+    fn encode(&self, out: &mut BytesMut) -> Result<(), RpcError> {
+        let writer = ArchiveWriter(std::mem::take(out));
+        let writer = rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, writer).map_err(|e| {
+            RpcError::Serialize {
+                type_name: std::any::type_name::<T>(),
+                reason: e.to_string(),
+            }
+        })?;
+        *out = writer.0;
+        Ok(())
     }
 
     fn access(bytes: &[u8]) -> Result<&Archived<T>, RpcError> {
@@ -143,7 +164,7 @@ mod tests {
             note: "hi".into(),
             data: vec![1, 2, 3],
         };
-        let encoded = value.encode_into(Vec::new()).unwrap();
+        let encoded = value.to_bytes().unwrap();
         for offset in 0..9 {
             let mut buf = vec![0xAAu8; offset];
             buf.extend_from_slice(&encoded);
@@ -163,7 +184,8 @@ mod tests {
             note: String::new(),
             data: vec![],
         };
-        let out = value.encode_into(vec![9, 9, 9]).unwrap();
+        let mut out = BytesMut::from(&[9u8, 9, 9][..]);
+        value.encode(&mut out).unwrap();
         assert_eq!(&out[..3], &[9, 9, 9]);
         assert_eq!(
             Ping::deserialize(Ping::access(&out[3..]).unwrap()).unwrap(),
