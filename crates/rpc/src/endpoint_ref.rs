@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport::{RpcResponseCallback, TransportClient, TransportError};
+use transport::{ResponseHandler, TransportClient, TransportError};
 
 use crate::address::RpcAddress;
 use crate::context::{ReplyTo, RpcCallContext, RpcSender};
@@ -24,7 +24,7 @@ use crate::error::RpcError;
 use crate::inbox::{Content, InboxMessage, LocalTarget};
 use crate::message::RpcMessage;
 use crate::outbox::{Outbox, OutboxMessage, connect_error};
-use crate::promise::{AskFuture, Completer, pending};
+use crate::promise::{AskErrors, AskFuture, AskOrigin, pending_ask};
 
 enum Route<M, R: RpcMessage> {
     Local(Arc<dyn LocalTarget<M, R>>),
@@ -33,7 +33,7 @@ enum Route<M, R: RpcMessage> {
 }
 
 struct Inner<M, R: RpcMessage> {
-    name: String,
+    name: Arc<str>,
     address: Option<RpcAddress>,
     route: Route<M, R>,
     env: Arc<EnvInner>,
@@ -74,7 +74,7 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     fn make(env: &Arc<EnvInner>, name: &str, address: Option<RpcAddress>, route: Route<M, R>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                name: name.to_string(),
+                name: name.into(),
                 address,
                 route,
                 env: env.clone(),
@@ -167,22 +167,18 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
         if let Err(e) = self.inner.env.check_running() {
             return AskFuture::failed(e);
         }
-        let (completer, future) = pending::<R>();
-        let endpoint = self.inner.name.clone();
-        let timeout_ms = timeout.as_millis() as u64;
-        completer.arm_timeout(&self.inner.env.timeouts, Instant::now() + timeout, move || {
-            RpcError::AskTimeout {
-                endpoint,
-                timeout,
-                timeout_ms,
-            }
+        let (completer, future) = pending_ask::<R>(AskOrigin {
+            endpoint: self.inner.name.clone(),
+            timeout,
+            errors: self.inner.clone(),
         });
+        completer.arm_timeout(&self.inner.env.timeouts, Instant::now() + timeout);
         match &self.inner.route {
             Route::Local(target) => {
                 let ctx = RpcCallContext::new(
                     ReplyTo::Local(completer.clone()),
                     self.sender(),
-                    target.name().into(),
+                    self.inner.name.clone(),
                 );
                 if let Err(e) = target.post(InboxMessage::Rpc {
                     content: Content::Local(msg),
@@ -192,17 +188,18 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
                 }
             }
             Route::Remote(outbox) => match self.encode(&msg) {
-                Ok(body) => {
-                    let cb = self.response_callback(completer, Some(outbox.address().clone()));
-                    outbox.send(OutboxMessage::Rpc(body, cb));
-                }
+                Ok(body) => outbox.send(OutboxMessage::Rpc(
+                    body,
+                    ResponseHandler::Listener(completer.listener()),
+                )),
                 Err(e) => drop(completer.complete(Err(e))),
             },
             Route::Connection(conn) => match self.encode(&msg) {
                 Ok(body) => {
-                    let cb = self.response_callback(completer, None);
-                    if let Err((e, cb)) = conn.send_rpc_boxed(body, cb) {
-                        cb(Err(e));
+                    if let Err((e, handler)) =
+                        conn.send_rpc_with(body, ResponseHandler::Listener(completer.listener()))
+                    {
+                        handler.call(Err(e));
                     }
                 }
                 Err(e) => drop(completer.complete(Err(e))),
@@ -220,30 +217,16 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     pub fn ask_sync(&self, msg: M) -> Result<R, RpcError> {
         self.ask(msg).wait()
     }
+}
 
-    /// The callback completing an ask from its RpcResponse: validates the
-    /// reply in place and deserializes it into an `R`, on the transport's event-loop thread.
-    fn response_callback(&self, completer: Completer<R>, address: Option<RpcAddress>) -> RpcResponseCallback {
-        let env = self.inner.env.clone();
-        Box::new(move |result: Result<Bytes, TransportError>| {
-            let outcome = match result {
-                Ok(bytes) => R::access(&bytes).and_then(R::deserialize).map_err(|e| match e {
-                    RpcError::InvalidMessage { type_name, reason } => RpcError::InvalidMessage {
-                        type_name,
-                        reason: format!(
-                            "the reply is not one (is the peer an RpcEnv of this project and version, \
-                             and the reference's reply type the endpoint's?): {reason}"
-                        ),
-                    },
-                    other => other,
-                }),
-                Err(_) if env.is_stopped() => Err(RpcError::EnvStopped),
-                Err(e) => Err(match &address {
-                    Some(a) => connect_error(a, e),
-                    None => RpcError::from_transport(e),
-                }),
-            };
-            completer.complete(outcome);
-        })
+impl<M: RpcMessage, R: RpcMessage> AskErrors for Inner<M, R> {
+    fn transport_error(&self, error: TransportError) -> RpcError {
+        if self.env.is_stopped() {
+            return RpcError::EnvStopped;
+        }
+        match &self.route {
+            Route::Remote(outbox) => connect_error(outbox.address(), error),
+            _ => RpcError::from_transport(error),
+        }
     }
 }

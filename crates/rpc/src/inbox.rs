@@ -69,8 +69,6 @@ struct State<M, R: RpcMessage> {
 pub(crate) trait LocalTarget<M, R: RpcMessage>: Send + Sync {
     /// Posts a message; fails once the endpoint is stopped.
     fn post(&self, msg: InboxMessage<M, R>) -> Result<(), RpcError>;
-    /// The endpoint's name.
-    fn name(&self) -> &str;
 }
 
 /// The type-erased side of an inbox the Dispatcher and MessageLoops use.
@@ -258,10 +256,6 @@ fn panic_message(panic: &Box<dyn Any + Send>) -> String {
 impl<E: RpcEndpoint> LocalTarget<E::Message, E::Reply> for Inbox<E> {
     fn post(&self, msg: InboxMessage<E::Message, E::Reply>) -> Result<(), RpcError> {
         self.enqueue(msg)
-    }
-
-    fn name(&self) -> &str {
-        &self.name
     }
 }
 

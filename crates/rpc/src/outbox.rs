@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport::{RpcResponseCallback, TransportClient, TransportClientFactory, TransportError};
+use transport::{ResponseHandler, TransportClient, TransportClientFactory, TransportError};
 
 use crate::address::RpcAddress;
 use crate::error::RpcError;
@@ -29,8 +29,8 @@ use crate::error::RpcError;
 pub(crate) enum OutboxMessage {
     /// A OneWayMessage body.
     OneWay(Bytes),
-    /// An RpcRequest body and the callback that takes its answer.
-    Rpc(Bytes, RpcResponseCallback),
+    /// An RpcRequest body and what takes its answer.
+    Rpc(Bytes, ResponseHandler),
 }
 
 /// A message the connection refused, to fail once the outbox's lock is released
@@ -51,7 +51,7 @@ impl OutboxMessage {
                 .send_one_way(body.clone())
                 .map_err(|e| Box::new(Refused(Self::OneWay(body), e))),
             Self::Rpc(body, callback) => client
-                .send_rpc_boxed(body.clone(), callback)
+                .send_rpc_with(body.clone(), callback)
                 .map(drop)
                 .map_err(|(e, callback)| Box::new(Refused(Self::Rpc(body, callback), e))),
         }
@@ -62,7 +62,7 @@ impl OutboxMessage {
             Self::OneWay(_) => {
                 tracing::warn!(%address, %error, "a one-way message was dropped: its destination is unreachable")
             }
-            Self::Rpc(_, callback) => callback(Err(error.clone())),
+            Self::Rpc(_, handler) => handler.call(Err(error.clone())),
         }
     }
 }

@@ -6,10 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use transport::{RpcResponseListener, TransportError};
 
 use crate::error::RpcError;
-use crate::timeout::{TimeoutScheduler, TimerKey};
+use crate::message::RpcMessage;
+use crate::timeout::{Expire, TimeoutScheduler, TimerKey};
 
 /// A callback registered with [`AskFuture::on_complete`].
 type Callback<T> = Box<dyn FnOnce(Result<T, RpcError>) + Send>;
@@ -22,10 +26,28 @@ enum State<T> {
     Taken,
 }
 
+/// Maps a transport error to what the asker sees: the reference that asked
+/// knows its peer's address and whether its env has stopped.
+pub(crate) trait AskErrors: Send + Sync {
+    /// The error an ask fails with when its RPC fails with `error`.
+    fn transport_error(&self, error: TransportError) -> RpcError;
+}
+
+/// Where an ask went, kept in its promise for the errors it may end with.
+pub(crate) struct AskOrigin {
+    /// The endpoint asked, for the timeout error.
+    pub(crate) endpoint: Arc<str>,
+    /// The ask's timeout.
+    pub(crate) timeout: Duration,
+    /// How transport errors read to the asker.
+    pub(crate) errors: Arc<dyn AskErrors>,
+}
+
 pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
     cond: Condvar,
     timer: Mutex<Option<(Arc<TimeoutScheduler>, TimerKey)>>,
+    origin: Option<AskOrigin>,
 }
 
 /// The side that fills the slot. Cheap to clone; the first `complete` wins.
@@ -37,11 +59,11 @@ impl<T> Clone for Completer<T> {
     }
 }
 
-impl<T> Completer<T> {
-    /// Fills the slot unless it is filled already; returns whether this call filled it.
-    pub(crate) fn complete(&self, result: Result<T, RpcError>) -> bool {
+impl<T> Shared<T> {
+    /// Fills the slot unless it is already filled; returns whether this call filled it.
+    fn complete(&self, result: Result<T, RpcError>) -> bool {
         let waker = {
-            let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *st, State::Taken) {
                 State::Pending(w) => {
                     *st = State::Done(result);
@@ -59,7 +81,7 @@ impl<T> Completer<T> {
                 }
             }
         };
-        self.0.cond.notify_all();
+        self.cond.notify_all();
         if let Some(w) = waker {
             w.wake();
         }
@@ -68,29 +90,72 @@ impl<T> Completer<T> {
     }
 
     fn cancel_timer(&self) {
-        let timer = self.0.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let timer = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((sched, key)) = timer {
             sched.cancel(key);
         }
     }
+}
 
-    /// Arms a timeout: at `deadline` the slot fails with `error()` unless filled
-    /// before; if the scheduler stops first, it fails with [`RpcError::EnvStopped`].
-    pub(crate) fn arm_timeout(
-        &self,
-        sched: &Arc<TimeoutScheduler>,
-        deadline: Instant,
-        error: impl FnOnce() -> RpcError + Send + 'static,
-    ) where
+impl<T: Send + 'static> Expire for Shared<T> {
+    fn expire(&self, timed_out: bool) {
+        let error = match (&self.origin, timed_out) {
+            (Some(o), true) => RpcError::AskTimeout {
+                endpoint: o.endpoint.to_string(),
+                timeout: o.timeout,
+                timeout_ms: o.timeout.as_millis() as u64,
+            },
+            _ => RpcError::EnvStopped,
+        };
+        self.complete(Err(error));
+    }
+}
+
+impl<T: RpcMessage> RpcResponseListener for Shared<T> {
+    /// Decodes the reply (an owned `T`, deserialized from the archive in the
+    /// receive buffer) or maps the transport error, and completes the ask.
+    fn on_response(self: Arc<Self>, result: Result<Bytes, TransportError>) {
+        let outcome = match result {
+            Ok(bytes) => T::access(&bytes).and_then(T::deserialize).map_err(reply_error),
+            Err(e) => Err(match &self.origin {
+                Some(o) => o.errors.transport_error(e),
+                None => RpcError::from_transport(e),
+            }),
+        };
+        self.complete(outcome);
+    }
+}
+
+/// Says what an undecodable reply most likely means.
+pub(crate) fn reply_error(e: RpcError) -> RpcError {
+    match e {
+        RpcError::InvalidMessage { type_name, reason } => RpcError::InvalidMessage {
+            type_name,
+            reason: format!(
+                "the reply is not one (is the peer an RpcEnv of this project and version, \
+                 and the reference's reply type the endpoint's?): {reason}"
+            ),
+        },
+        other => other,
+    }
+}
+
+impl<T> Completer<T> {
+    /// Fills the slot unless it is already filled (by a reply, a failure or
+    /// the timeout); returns whether this call filled it.
+    pub(crate) fn complete(&self, result: Result<T, RpcError>) -> bool {
+        self.0.complete(result)
+    }
+
+    /// Fails the ask at `deadline` with its [`AskOrigin`]'s timeout error
+    /// (`EnvStopped` if the scheduler stops first), unless it completes before.
+    /// The promise itself is the timer's action: nothing is allocated.
+    pub(crate) fn arm_timeout(&self, sched: &Arc<TimeoutScheduler>, deadline: Instant)
+    where
         T: Send + 'static,
     {
-        let me = self.clone();
-        let key = sched.schedule(
-            deadline,
-            Box::new(move |timed_out| {
-                me.complete(Err(if timed_out { error() } else { RpcError::EnvStopped }));
-            }),
-        );
+        let action: Arc<dyn Expire> = self.0.clone();
+        let key = sched.schedule(deadline, action);
         let mut timer = self.0.timer.lock().unwrap_or_else(|e| e.into_inner());
         // Completed while arming: cancel right away.
         if matches!(
@@ -101,6 +166,14 @@ impl<T> Completer<T> {
         } else {
             sched.cancel(key);
         }
+    }
+
+    /// The promise as the listener of the ask's RPC: no allocation.
+    pub(crate) fn listener(&self) -> Arc<dyn RpcResponseListener>
+    where
+        T: RpcMessage,
+    {
+        self.0.clone()
     }
 }
 
@@ -119,10 +192,20 @@ impl<T> std::fmt::Debug for AskFuture<T> {
 
 /// A new pending slot: the completer and the future.
 pub(crate) fn pending<T>() -> (Completer<T>, AskFuture<T>) {
+    pending_with(None)
+}
+
+/// A new empty slot for an ask to `origin`: its timeout and transport errors read with it.
+pub(crate) fn pending_ask<T>(origin: AskOrigin) -> (Completer<T>, AskFuture<T>) {
+    pending_with(Some(origin))
+}
+
+fn pending_with<T>(origin: Option<AskOrigin>) -> (Completer<T>, AskFuture<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::Pending(None)),
         cond: Condvar::new(),
         timer: Mutex::new(None),
+        origin,
     });
     (Completer(shared.clone()), AskFuture(shared))
 }
@@ -229,18 +312,54 @@ mod tests {
         t.join().unwrap();
     }
 
+    struct PlainErrors;
+    impl AskErrors for PlainErrors {
+        fn transport_error(&self, error: TransportError) -> RpcError {
+            RpcError::from_transport(error)
+        }
+    }
+
+    fn origin(timeout: Duration) -> AskOrigin {
+        AskOrigin {
+            endpoint: "echo".into(),
+            timeout,
+            errors: Arc::new(PlainErrors),
+        }
+    }
+
+    #[test]
+    fn a_stopping_scheduler_fails_pending_asks_with_env_stopped() {
+        let sched = TimeoutScheduler::start();
+        let (c, f) = pending_ask::<u32>(origin(Duration::from_secs(60)));
+        c.arm_timeout(&sched, Instant::now() + Duration::from_secs(60));
+        sched.stop();
+        assert!(matches!(f.wait(), Err(RpcError::EnvStopped)));
+    }
+
+    #[test]
+    fn the_listener_decodes_a_reply_and_maps_errors() {
+        let (c, f) = pending_ask::<u64>(origin(Duration::from_secs(1)));
+        c.listener().on_response(Ok(42u64.to_bytes().unwrap()));
+        assert_eq!(f.wait().unwrap(), 42);
+        let (c, f) = pending_ask::<u64>(origin(Duration::from_secs(1)));
+        c.listener().on_response(Ok(Bytes::from_static(&[1, 2])));
+        let err = f.wait().unwrap_err();
+        assert!(err.to_string().contains("the reply is not one"), "{err}");
+    }
+
     #[test]
     fn timeout_fails_a_pending_answer_and_is_cancelled_by_completion() {
         let sched = TimeoutScheduler::start();
-        let (c, f) = pending::<u32>();
-        c.arm_timeout(&sched, Instant::now() + Duration::from_millis(10), || {
-            RpcError::EnvStopped
-        });
-        assert!(matches!(f.wait(), Err(RpcError::EnvStopped)));
-        let (c, f) = pending::<u32>();
-        c.arm_timeout(&sched, Instant::now() + Duration::from_secs(60), || {
-            RpcError::EnvStopped
-        });
+        let (c, f) = pending_ask::<u32>(origin(Duration::from_millis(10)));
+        c.arm_timeout(&sched, Instant::now() + Duration::from_millis(10));
+        match f.wait() {
+            Err(RpcError::AskTimeout {
+                endpoint, timeout_ms, ..
+            }) => assert_eq!((endpoint.as_str(), timeout_ms), ("echo", 10)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let (c, f) = pending_ask::<u32>(origin(Duration::from_secs(60)));
+        c.arm_timeout(&sched, Instant::now() + Duration::from_secs(60));
         c.complete(Ok(3));
         assert_eq!(sched.len(), 0, "completion cancels the timer");
         assert_eq!(f.wait().unwrap(), 3);

@@ -13,7 +13,15 @@ use std::time::Instant;
 pub(crate) struct TimerKey(Instant, u64);
 
 /// Runs with `true` at the deadline, or with `false` when the scheduler stops first.
-type Action = Box<dyn FnOnce(bool) + Send>;
+/// What a timer does when its deadline passes (`timed_out` true) or the
+/// scheduler stops first (`false`). Shared, not boxed: an ask's promise is
+/// its own timer action, so arming a timeout allocates nothing per ask.
+pub(crate) trait Expire: Send + Sync {
+    /// Runs once, on the timer thread or the thread that stops the scheduler.
+    fn expire(&self, timed_out: bool);
+}
+
+type Action = Arc<dyn Expire>;
 
 #[derive(Default)]
 struct State {
@@ -84,7 +92,7 @@ impl TimeoutScheduler {
             std::mem::take(&mut st.entries)
         };
         for (_, action) in pending {
-            action(false);
+            action.expire(false);
         }
         self.cond.notify_all();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -106,7 +114,7 @@ impl TimeoutScheduler {
                 Some(key) if key.0 <= now => {
                     let action = st.entries.remove(&key).expect("present");
                     drop(st);
-                    action(true);
+                    action.expire(true);
                     st = self.lock();
                 }
                 Some(key) => {

@@ -35,6 +35,49 @@ impl fmt::Display for ConnectionId {
 /// the connection: it must not block.
 pub type RpcResponseCallback = Box<dyn FnOnce(Result<Bytes, TransportError>) + Send>;
 
+/// Receives the answer to one RPC, like [`RpcResponseCallback`], but as a
+/// shared object rather than a boxed closure: an object that is already behind
+/// an `Arc` (an ask's promise, say) answers its RPC without a heap allocation
+/// per request. Called once, on the connection's event-loop thread: it must not block.
+pub trait RpcResponseListener: Send + Sync + 'static {
+    /// The response body, the peer's RpcFailure as
+    /// [`TransportError::RemoteFailure`], or [`TransportError::ConnectionClosed`].
+    fn on_response(self: Arc<Self>, result: Result<Bytes, TransportError>);
+}
+
+/// What answers one outstanding RPC: a boxed closure or a shared listener.
+pub enum ResponseHandler {
+    /// A closure, called once.
+    Callback(RpcResponseCallback),
+    /// A listener, told once.
+    Listener(Arc<dyn RpcResponseListener>),
+}
+
+impl ResponseHandler {
+    /// Delivers `result`, consuming the handler.
+    pub fn call(self, result: Result<Bytes, TransportError>) {
+        match self {
+            Self::Callback(cb) => cb(result),
+            Self::Listener(l) => l.on_response(result),
+        }
+    }
+}
+
+impl From<RpcResponseCallback> for ResponseHandler {
+    fn from(cb: RpcResponseCallback) -> Self {
+        Self::Callback(cb)
+    }
+}
+
+impl fmt::Debug for ResponseHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Callback(_) => "ResponseHandler::Callback",
+            Self::Listener(_) => "ResponseHandler::Listener",
+        })
+    }
+}
+
 /// What a backend provides to move a connection's frames. Implemented by each backend.
 pub trait FrameSink: Send + Sync + 'static {
     /// Queues `frame` to be written after every frame queued before it; never blocks.
@@ -62,7 +105,7 @@ struct Inner {
     peer_addr: SocketAddr,
     max_frame_size: u64,
     sink: Box<dyn FrameSink>,
-    outstanding: Mutex<HashMap<i64, RpcResponseCallback>>,
+    outstanding: Mutex<HashMap<i64, ResponseHandler>>,
     next_request_id: AtomicI64,
 }
 
@@ -130,7 +173,7 @@ impl TransportClient {
         self.outstanding().len()
     }
 
-    fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RpcResponseCallback>> {
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<i64, ResponseHandler>> {
         self.inner.outstanding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -184,16 +227,36 @@ impl TransportClient {
         body: Bytes,
         callback: RpcResponseCallback,
     ) -> Result<i64, (TransportError, RpcResponseCallback)> {
+        self.send_rpc_with(body, ResponseHandler::Callback(callback))
+            .map_err(|(e, handler)| match handler {
+                ResponseHandler::Callback(cb) => (e, cb),
+                ResponseHandler::Listener(_) => unreachable!("the handler given back is the one passed in"),
+            })
+    }
+
+    /// [`send_rpc`](Self::send_rpc) with any [`ResponseHandler`]: with a
+    /// [`ResponseHandler::Listener`], sending a request allocates nothing per
+    /// request beyond the frame. The handler is handed back with the error when
+    /// the request cannot be sent.
+    ///
+    /// # Errors
+    /// As [`send_rpc`](Self::send_rpc), together with the unused handler.
+    #[allow(clippy::result_large_err)]
+    pub fn send_rpc_with(
+        &self,
+        body: Bytes,
+        handler: ResponseHandler,
+    ) -> Result<i64, (TransportError, ResponseHandler)> {
         let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let frame = match self.encode(|| EncodedFrame::rpc_request(request_id, body)) {
             Ok(f) => f,
-            Err(e) => return Err((e, callback)),
+            Err(e) => return Err((e, handler)),
         };
         // Register before sending: the response may arrive before `send` returns.
-        self.outstanding().insert(request_id, callback);
+        self.outstanding().insert(request_id, handler);
         if let Err(e) = self.inner.sink.send(frame) {
             return match self.outstanding().remove(&request_id) {
-                Some(cb) => Err((e, cb)),
+                Some(handler) => Err((e, handler)),
                 // Already failed by `connection_closed`, which called it.
                 None => Ok(request_id),
             };
@@ -262,9 +325,9 @@ impl TransportClient {
     }
 
     fn complete(&self, request_id: i64, result: Result<Bytes, TransportError>) {
-        let callback = self.outstanding().remove(&request_id);
-        match callback {
-            Some(cb) => cb(result),
+        let handler = self.outstanding().remove(&request_id);
+        match handler {
+            Some(handler) => handler.call(result),
             None => tracing::warn!(
                 request_id,
                 peer = %self.inner.peer_addr,
@@ -278,8 +341,8 @@ impl TransportClient {
     /// registered after this and never answered.
     pub fn connection_closed(&self, reason: &str) {
         let pending: Vec<_> = self.outstanding().drain().collect();
-        for (_, cb) in pending {
-            cb(Err(TransportError::ConnectionClosed {
+        for (_, handler) in pending {
+            handler.call(Err(TransportError::ConnectionClosed {
                 peer: self.inner.peer_addr,
                 reason: reason.to_string(),
             }));

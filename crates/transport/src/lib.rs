@@ -59,7 +59,9 @@ mod write_queue;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use client::{ConnectionId, FrameSink, RpcResponseCallback, TransportClient};
+pub use client::{
+    ConnectionId, FrameSink, ResponseHandler, RpcResponseCallback, RpcResponseListener, TransportClient,
+};
 pub use client_factory::TransportClientFactory;
 pub use conf::{ConfError, ENV_PREFIX, IoMode, KEYS as CONF_KEYS, TransportConf};
 pub use decoder::FrameDecoder;
