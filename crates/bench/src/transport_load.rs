@@ -2,12 +2,16 @@
 //! `conns × inflight` request chains, each sending its next request from the
 //! previous one's response callback, on the connection's event-loop thread.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use transport::{Transport, TransportClient, TransportConf, TransportError, TransportHandler};
+use transport::{
+    ResponseHandler, RpcResponseListener, Transport, TransportClient, TransportConf, TransportError,
+    TransportHandler,
+};
 
 use crate::drive::{self, ConnChain, LoadState, Next};
 use crate::error::BenchError;
@@ -42,21 +46,37 @@ impl TransportHandler for ClientHandler {
     fn receive_one_way(&self, _client: &TransportClient, _body: Bytes) {}
 }
 
-/// One connection's load: its request chains share it.
+/// One connection's load: its request chains share it. It is itself the
+/// listener of every request it sends ([`RpcResponseListener`]), with each
+/// request's start time kept by request id, so that a request costs the
+/// client no heap allocation.
 struct ConnLoad {
     client: TransportClient,
     payload: Bytes,
     state: LoadState,
+    /// When each outstanding request's latency started counting, by request id
+    /// (capacity reserved up front: no allocation per request).
+    started: Mutex<HashMap<i64, Instant>>,
 }
 
 impl ConnChain for ConnLoad {
-    /// Sends a request whose latency counts from `start`; its callback sends the next.
+    /// Sends a request whose latency counts from `start`; its answer sends the next.
     fn send_at(self: Arc<Self>, start: Instant) {
-        let this = Arc::clone(&self);
-        let callback = move |result: Result<Bytes, TransportError>| on_response(self, start, result);
-        if let Err(error) = this.client.send_rpc(this.payload.clone(), callback) {
-            tracing::debug!(%error, "send_rpc failed; the chain ends");
-            this.state.send_failed();
+        // Held until the id is recorded: the answer may arrive on another thread first.
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let listener: Arc<dyn RpcResponseListener> = self.clone();
+        match self
+            .client
+            .send_rpc_with(self.payload.clone(), ResponseHandler::Listener(listener))
+        {
+            Ok(request_id) => {
+                started.insert(request_id, start);
+            }
+            Err((error, _)) => {
+                drop(started);
+                tracing::debug!(%error, "send_rpc failed; the chain ends");
+                self.state.send_failed();
+            }
         }
     }
 
@@ -65,12 +85,23 @@ impl ConnChain for ConnLoad {
     }
 }
 
-fn on_response(load: Arc<ConnLoad>, sent: Instant, result: Result<Bytes, TransportError>) {
-    let next = load
-        .state
-        .answered(sent, result.as_deref(), || load.client.is_active());
-    if let Next::Send(start) = next {
-        load.send_at(start);
+impl RpcResponseListener for ConnLoad {
+    fn on_response(self: Arc<Self>, request_id: i64, result: Result<Bytes, TransportError>) {
+        let sent = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request_id);
+        let Some(sent) = sent else {
+            tracing::warn!(request_id, "an answer to a request this load did not send");
+            return;
+        };
+        let next = self
+            .state
+            .answered(sent, result.as_deref(), || self.client.is_active());
+        if let Next::Send(start) = next {
+            self.send_at(start);
+        }
     }
 }
 
@@ -128,6 +159,7 @@ pub fn load(
                 client: transport.connect(addr, Arc::clone(&handler))?,
                 payload: payload.clone(),
                 state: LoadState::new(Arc::clone(&control), w, expected.clone()),
+                started: Mutex::new(HashMap::with_capacity(2 * w.inflight.max(1))),
             }))
         })
         .collect::<Result<Vec<_>, TransportError>>()?;

@@ -199,7 +199,7 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
                     if let Err((e, handler)) =
                         conn.send_rpc_with(body, ResponseHandler::Listener(completer.listener()))
                     {
-                        handler.call(Err(e));
+                        handler.call(-1, Err(e));
                     }
                 }
                 Err(e) => drop(completer.complete(Err(e))),

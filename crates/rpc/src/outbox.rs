@@ -62,7 +62,8 @@ impl OutboxMessage {
             Self::OneWay(_) => {
                 tracing::warn!(%address, %error, "a one-way message was dropped: its destination is unreachable")
             }
-            Self::Rpc(_, handler) => handler.call(Err(error.clone())),
+            // Never sent, so it has no request id.
+            Self::Rpc(_, handler) => handler.call(-1, Err(error.clone())),
         }
     }
 }

@@ -114,7 +114,7 @@ impl<T: Send + 'static> Expire for Shared<T> {
 impl<T: RpcMessage> RpcResponseListener for Shared<T> {
     /// Decodes the reply (an owned `T`, deserialized from the archive in the
     /// receive buffer) or maps the transport error, and completes the ask.
-    fn on_response(self: Arc<Self>, result: Result<Bytes, TransportError>) {
+    fn on_response(self: Arc<Self>, _request_id: i64, result: Result<Bytes, TransportError>) {
         let outcome = match result {
             Ok(bytes) => T::access(&bytes).and_then(T::deserialize).map_err(reply_error),
             Err(e) => Err(match &self.origin {
@@ -339,10 +339,10 @@ mod tests {
     #[test]
     fn the_listener_decodes_a_reply_and_maps_errors() {
         let (c, f) = pending_ask::<u64>(origin(Duration::from_secs(1)));
-        c.listener().on_response(Ok(42u64.to_bytes().unwrap()));
+        c.listener().on_response(0, Ok(42u64.to_bytes().unwrap()));
         assert_eq!(f.wait().unwrap(), 42);
         let (c, f) = pending_ask::<u64>(origin(Duration::from_secs(1)));
-        c.listener().on_response(Ok(Bytes::from_static(&[1, 2])));
+        c.listener().on_response(0, Ok(Bytes::from_static(&[1, 2])));
         let err = f.wait().unwrap_err();
         assert!(err.to_string().contains("the reply is not one"), "{err}");
     }

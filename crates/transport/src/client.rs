@@ -40,9 +40,12 @@ pub type RpcResponseCallback = Box<dyn FnOnce(Result<Bytes, TransportError>) + S
 /// an `Arc` (an ask's promise, say) answers its RPC without a heap allocation
 /// per request. Called once, on the connection's event-loop thread: it must not block.
 pub trait RpcResponseListener: Send + Sync + 'static {
-    /// The response body, the peer's RpcFailure as
+    /// The answer to request `request_id` (as [`TransportClient::send_rpc_with`]
+    /// returned it): the response body, the peer's RpcFailure as
     /// [`TransportError::RemoteFailure`], or [`TransportError::ConnectionClosed`].
-    fn on_response(self: Arc<Self>, result: Result<Bytes, TransportError>);
+    /// One listener may serve many requests; the id tells them apart. A caller
+    /// that fails a request it could not send passes -1.
+    fn on_response(self: Arc<Self>, request_id: i64, result: Result<Bytes, TransportError>);
 }
 
 /// What answers one outstanding RPC: a boxed closure or a shared listener.
@@ -54,11 +57,11 @@ pub enum ResponseHandler {
 }
 
 impl ResponseHandler {
-    /// Delivers `result`, consuming the handler.
-    pub fn call(self, result: Result<Bytes, TransportError>) {
+    /// Delivers `result`, the answer to `request_id`, consuming the handler.
+    pub fn call(self, request_id: i64, result: Result<Bytes, TransportError>) {
         match self {
             Self::Callback(cb) => cb(result),
-            Self::Listener(l) => l.on_response(result),
+            Self::Listener(l) => l.on_response(request_id, result),
         }
     }
 }
@@ -327,7 +330,7 @@ impl TransportClient {
     fn complete(&self, request_id: i64, result: Result<Bytes, TransportError>) {
         let handler = self.outstanding().remove(&request_id);
         match handler {
-            Some(handler) => handler.call(result),
+            Some(handler) => handler.call(request_id, result),
             None => tracing::warn!(
                 request_id,
                 peer = %self.inner.peer_addr,
@@ -341,11 +344,14 @@ impl TransportClient {
     /// registered after this and never answered.
     pub fn connection_closed(&self, reason: &str) {
         let pending: Vec<_> = self.outstanding().drain().collect();
-        for (_, handler) in pending {
-            handler.call(Err(TransportError::ConnectionClosed {
-                peer: self.inner.peer_addr,
-                reason: reason.to_string(),
-            }));
+        for (request_id, handler) in pending {
+            handler.call(
+                request_id,
+                Err(TransportError::ConnectionClosed {
+                    peer: self.inner.peer_addr,
+                    reason: reason.to_string(),
+                }),
+            );
         }
     }
 }
