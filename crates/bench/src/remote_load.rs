@@ -247,7 +247,7 @@ pub fn run(args: &LoadArgs, env: &Environment) -> Result<Record, BenchError> {
         Level::Rpc => {
             let mut clients: Vec<RpcEnv> = Vec::with_capacity(args.conns);
             let address = RpcAddress::from(addr);
-            let result = rpc_load::load(&address, &conf, &spec, payload.to_vec(), expected, &mut clients);
+            let result = rpc_load::load(&address, &conf, &spec, payload.clone(), expected, &mut clients);
             for c in &clients {
                 c.shutdown();
             }

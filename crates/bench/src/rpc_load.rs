@@ -2,15 +2,20 @@
 //! an echo endpoint, and one client-mode RpcEnv per connection (an RpcEnv keeps
 //! one connection per remote address, as Spark's Outbox does), each running
 //! `inflight` ask chains. Each chain asks its next question from the previous
-//! answer's [`on_complete`](rpc::AskFuture::on_complete) callback, on the
-//! client's transport event-loop thread: no executor hop, as the transport
-//! level's `send_rpc` callbacks. With a rate (`--rate`), an open loop instead: the
+//! answer's [`ask_with`](rpc::RpcEndpointRef::ask_with) callback, on the
+//! client's transport event-loop thread: no executor hop, as at the transport
+//! level. Requests and replies are [`Bytes`] (archived as a byte vector, as a
+//! `Vec<u8>` is): the client reads each reply in place in its receive buffer, and
+//! the echo clones its prebuilt response by reference count, so an ask costs
+//! the one allocation `ask_with` makes. With a rate (`--rate`), an open loop instead: the
 //! [`Pacer`](crate::measure::Pacer) thread asks on the timetable, at most `inflight` outstanding per client
 //! (see [`measure`](crate::measure)).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use rpc::{Msg, RpcAddress, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
 use transport::TransportConf;
@@ -34,14 +39,14 @@ pub const CLIENT_DISPATCHER_THREADS: usize = 1;
 /// state, so it is set up as a concurrent endpoint.
 #[derive(Clone)]
 struct Echo {
-    response: Option<Vec<u8>>,
+    response: Option<Bytes>,
 }
 
 impl RpcEndpoint for Echo {
-    type Message = Vec<u8>;
-    type Reply = Vec<u8>;
+    type Message = Bytes;
+    type Reply = Bytes;
 
-    fn receive_and_reply(&mut self, msg: Msg<'_, Vec<u8>>, ctx: RpcCallContext<Vec<u8>>) {
+    fn receive_and_reply(&mut self, msg: Msg<'_, Bytes>, ctx: RpcCallContext<Bytes>) {
         let reply = match (&self.response, msg) {
             (Some(fixed), msg) => {
                 let len = match msg {
@@ -52,7 +57,7 @@ impl RpcEndpoint for Echo {
                 fixed.clone()
             }
             (None, Msg::Local(v)) => v,
-            (None, Msg::Remote(archived)) => archived.as_slice().to_vec(),
+            (None, Msg::Remote(archived)) => Bytes::copy_from_slice(archived.as_slice()),
         };
         ctx.reply(reply);
     }
@@ -63,23 +68,25 @@ impl RpcEndpoint for Echo {
 ///
 /// # Errors
 /// [`RpcError`] when the endpoint cannot be registered (e.g. the name is taken).
-pub fn setup_echo(server: &RpcEnv, response: Option<Vec<u8>>) -> Result<(), RpcError> {
+pub fn setup_echo(server: &RpcEnv, response: Option<Bytes>) -> Result<(), RpcError> {
     server.setup_concurrent_endpoint(ENDPOINT, Echo { response })?;
     Ok(())
 }
 
 /// One client RpcEnv's load: its ask chains share its reference to the echo endpoint.
 struct ConnLoad {
-    echo: RpcEndpointRef<Vec<u8>, Vec<u8>>,
-    payload: Vec<u8>,
+    echo: RpcEndpointRef<Bytes, Bytes>,
+    payload: Bytes,
     state: LoadState,
 }
 
 impl ConnChain for ConnLoad {
     /// Asks a question whose latency counts from `start`; its answer's callback asks the next.
     fn send_at(self: Arc<Self>, start: Instant) {
-        let answer = self.echo.ask(self.payload.clone());
-        answer.on_complete(move |result| on_answer(self, start, result));
+        let this = Arc::clone(&self);
+        self.echo.ask_with(self.payload.clone(), move |answer| {
+            on_answer(&this, start, answer)
+        });
     }
 
     fn state(&self) -> &LoadState {
@@ -87,12 +94,16 @@ impl ConnChain for ConnLoad {
     }
 }
 
-fn on_answer(load: Arc<ConnLoad>, sent: Instant, result: Result<Vec<u8>, RpcError>) {
+fn on_answer(load: &Arc<ConnLoad>, sent: Instant, answer: Result<Msg<'_, Bytes>, RpcError>) {
     // A failed ask ends its chain: it may be completed under the Outbox's lock,
     // and asking again from there would take that lock twice.
-    let next = load.state.answered(sent, result.as_deref(), || false);
+    let body = answer.as_ref().map(|reply| match reply {
+        Msg::Local(bytes) => &bytes[..],
+        Msg::Remote(archived) => archived.as_slice(),
+    });
+    let next = load.state.answered(sent, body, || false);
     if let Next::Send(start) = next {
-        load.send_at(start);
+        Arc::clone(load).send_at(start);
     }
 }
 
@@ -124,13 +135,20 @@ pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
 
 fn drive(server: &RpcEnv, clients: &mut Vec<RpcEnv>, spec: &RunSpec) -> Result<Measurement, BenchError> {
     let w = &spec.workload;
-    setup_echo(server, Some(vec![0u8; w.response]))?;
+    setup_echo(server, Some(Bytes::from(vec![0u8; w.response])))?;
     let address = server
         .address()
         .expect("a server-mode RpcEnv has an address")
         .clone();
     let conf = server.config().transport.clone();
-    let measurement = load(&address, &conf, spec, vec![0u8; w.payload], None, clients)?;
+    let measurement = load(
+        &address,
+        &conf,
+        spec,
+        Bytes::from(vec![0u8; w.payload]),
+        None,
+        clients,
+    )?;
     Ok(Measurement {
         system: server.io_mode().as_str().into(),
         ..measurement
@@ -148,7 +166,7 @@ pub fn load(
     address: &RpcAddress,
     conf: &TransportConf,
     spec: &RunSpec,
-    payload: Vec<u8>,
+    payload: Bytes,
     expected: Option<Arc<Expected>>,
     clients: &mut Vec<RpcEnv>,
 ) -> Result<Measurement, BenchError> {
@@ -162,7 +180,7 @@ pub fn load(
             transport: conf.clone(),
             ..RpcEnvConfig::client(format!("rpc-bench-client-{i}"))
         })?;
-        let echo = client.setup_endpoint_ref::<Vec<u8>, Vec<u8>>(address, ENDPOINT);
+        let echo = client.setup_endpoint_ref::<Bytes, Bytes>(address, ENDPOINT);
         clients.push(client);
         loads.push(Arc::new(ConnLoad {
             echo: echo?,

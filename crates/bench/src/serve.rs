@@ -182,14 +182,17 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
             conf.name = "rpc-bench-serve".into();
             conf.bind_address = Some(bind);
             let env = RpcEnv::create(conf)?;
-            let served = rpc_load::setup_echo(&env, args.response.map(|n| vec![RESPONSE_FILL; n]))
-                .map_err(BenchError::from)
-                .and_then(|()| {
-                    let addr = env
-                        .address()
-                        .map_or_else(|| bind.to_string(), ToString::to_string);
-                    announce(&addr).map(|()| (addr.clone(), wait_for_signal(&mut signals)))
-                });
+            let served = rpc_load::setup_echo(
+                &env,
+                args.response.map(|n| bytes::Bytes::from(vec![RESPONSE_FILL; n])),
+            )
+            .map_err(BenchError::from)
+            .and_then(|()| {
+                let addr = env
+                    .address()
+                    .map_or_else(|| bind.to_string(), ToString::to_string);
+                announce(&addr).map(|()| (addr.clone(), wait_for_signal(&mut signals)))
+            });
             env.shutdown();
             let (addr, signal) = served?;
             Ok(ServeReport {

@@ -11,7 +11,7 @@ use crate::endpoint_ref::RpcEndpointRef;
 use crate::env::EnvInner;
 use crate::error::RpcError;
 use crate::message::RpcMessage;
-use crate::promise::Completer;
+use crate::promise::Complete;
 
 /// Who sent a message: the sender RpcEnv's address (if it listens) and the
 /// connection the message came on (if remote).
@@ -77,7 +77,7 @@ impl fmt::Debug for RpcSender {
 /// Where an ask's answer goes.
 pub(crate) enum ReplyTo<R> {
     /// A local asker: the value itself, never serialized.
-    Local(Completer<R>),
+    Local(Arc<dyn Complete<R>>),
     /// A remote asker: an RpcResponse or RpcFailure on its connection.
     Remote {
         client: TransportClient,

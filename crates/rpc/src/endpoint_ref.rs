@@ -14,17 +14,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport::{ResponseHandler, TransportClient, TransportError};
+use transport::{ResponseHandler, RpcResponseListener, TransportClient, TransportError};
 
 use crate::address::RpcAddress;
+use crate::callback_ask::CallbackAsk;
 use crate::context::{ReplyTo, RpcCallContext, RpcSender};
 use crate::env::EnvInner;
 use crate::envelope;
 use crate::error::RpcError;
 use crate::inbox::{Content, InboxMessage, LocalTarget};
+use crate::message::Msg;
 use crate::message::RpcMessage;
 use crate::outbox::{Outbox, OutboxMessage, connect_error};
-use crate::promise::{AskErrors, AskFuture, AskOrigin, pending_ask};
+use crate::promise::{AskErrors, AskFuture, AskOrigin, Complete, pending_ask};
 
 enum Route<M, R: RpcMessage> {
     Local(Arc<dyn LocalTarget<M, R>>),
@@ -173,38 +175,7 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
             errors: self.inner.clone(),
         });
         completer.arm_timeout(&self.inner.env.timeouts, Instant::now() + timeout);
-        match &self.inner.route {
-            Route::Local(target) => {
-                let ctx = RpcCallContext::new(
-                    ReplyTo::Local(completer.clone()),
-                    self.sender(),
-                    self.inner.name.clone(),
-                );
-                if let Err(e) = target.post(InboxMessage::Rpc {
-                    content: Content::Local(msg),
-                    ctx,
-                }) {
-                    completer.complete(Err(e));
-                }
-            }
-            Route::Remote(outbox) => match self.encode(&msg) {
-                Ok(body) => outbox.send(OutboxMessage::Rpc(
-                    body,
-                    ResponseHandler::Listener(completer.listener()),
-                )),
-                Err(e) => drop(completer.complete(Err(e))),
-            },
-            Route::Connection(conn) => match self.encode(&msg) {
-                Ok(body) => {
-                    if let Err((e, handler)) =
-                        conn.send_rpc_with(body, ResponseHandler::Listener(completer.listener()))
-                    {
-                        handler.call(-1, Err(e));
-                    }
-                }
-                Err(e) => drop(completer.complete(Err(e))),
-            },
-        }
+        self.route_ask(msg, completer.as_local(), completer.listener());
         future
     }
 
@@ -216,6 +187,74 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// As [`ask_with_timeout`](Self::ask_with_timeout).
     pub fn ask_sync(&self, msg: M) -> Result<R, RpcError> {
         self.ask(msg).wait()
+    }
+
+    /// Asks, and calls `on_reply` once with the answer: a remote reply as
+    /// [`Msg::Remote`], validated and read in place in the receive buffer
+    /// (never deserialized), a local one as [`Msg::Local`]; or the error, as
+    /// for [`ask`](Self::ask), after the env's ask timeout at the latest.
+    ///
+    /// The cheapest ask there is: one heap allocation in all (the callback and
+    /// the ask's state share it; the message is serialized into a shared
+    /// per-thread buffer), against three or more for `ask(..).on_complete(..)`.
+    /// `on_reply` runs on the thread that answers: the connection's event-loop
+    /// thread for a remote reply, the endpoint's MessageLoop thread for a local
+    /// one, the timer thread on a timeout, or the calling thread if the ask
+    /// fails at once. It must not block.
+    ///
+    /// # Errors
+    /// Given to `on_reply`: as [`ask_with_timeout`](Self::ask_with_timeout).
+    pub fn ask_with<F>(&self, msg: M, on_reply: F)
+    where
+        F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
+    {
+        if let Err(e) = self.inner.env.check_running() {
+            on_reply(Err(e));
+            return;
+        }
+        let timeout = self.inner.env.ask_timeout();
+        let ask = CallbackAsk::new(
+            AskOrigin {
+                endpoint: self.inner.name.clone(),
+                timeout,
+                errors: self.inner.clone(),
+            },
+            on_reply,
+        );
+        ask.arm_timeout(&self.inner.env.timeouts, Instant::now() + timeout);
+        self.route_ask(msg, ask.clone(), ask);
+    }
+
+    /// Sends an ask by this reference's route; `local` takes a local endpoint's
+    /// reply, `listener` a remote one, and either the error if it cannot be sent.
+    fn route_ask(&self, msg: M, local: Arc<dyn Complete<R>>, listener: Arc<dyn RpcResponseListener>) {
+        match &self.inner.route {
+            Route::Local(target) => {
+                let ctx = RpcCallContext::new(
+                    ReplyTo::Local(local.clone()),
+                    self.sender(),
+                    self.inner.name.clone(),
+                );
+                if let Err(e) = target.post(InboxMessage::Rpc {
+                    content: Content::Local(msg),
+                    ctx,
+                }) {
+                    local.complete(Err(e));
+                }
+            }
+            Route::Remote(outbox) => match self.encode(&msg) {
+                Ok(body) => outbox.send(OutboxMessage::Rpc(body, ResponseHandler::Listener(listener))),
+                Err(e) => drop(local.complete(Err(e))),
+            },
+            Route::Connection(conn) => match self.encode(&msg) {
+                Ok(body) => {
+                    if let Err((e, handler)) = conn.send_rpc_with(body, ResponseHandler::Listener(listener)) {
+                        handler.call(-1, Err(e));
+                    }
+                }
+                Err(e) => drop(local.complete(Err(e))),
+            },
+        }
     }
 }
 

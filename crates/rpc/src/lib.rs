@@ -55,6 +55,7 @@
 
 mod address;
 mod backend;
+mod callback_ask;
 mod config;
 mod context;
 mod dispatcher;

@@ -33,6 +33,19 @@ pub(crate) trait AskErrors: Send + Sync {
     fn transport_error(&self, error: TransportError) -> RpcError;
 }
 
+/// A slot a local endpoint's reply fills (an [`AskFuture`]'s, or an
+/// [`ask_with`](crate::RpcEndpointRef::ask_with) callback's).
+pub(crate) trait Complete<R>: Send + Sync {
+    /// Fills the slot unless it is already filled; returns whether this call filled it.
+    fn complete(&self, result: Result<R, RpcError>) -> bool;
+}
+
+impl<T: Send> Complete<T> for Shared<T> {
+    fn complete(&self, result: Result<T, RpcError>) -> bool {
+        Shared::complete(self, result)
+    }
+}
+
 /// Where an ask went, kept in its promise for the errors it may end with.
 pub(crate) struct AskOrigin {
     /// The endpoint asked, for the timeout error.
@@ -166,6 +179,14 @@ impl<T> Completer<T> {
         } else {
             sched.cancel(key);
         }
+    }
+
+    /// The promise as the slot a local endpoint's reply fills: no allocation.
+    pub(crate) fn as_local(&self) -> Arc<dyn Complete<T>>
+    where
+        T: Send + 'static,
+    {
+        self.0.clone()
     }
 
     /// The promise as the listener of the ask's RPC: no allocation.

@@ -331,3 +331,73 @@ pub fn another_process_asks_by_address(mode: IoMode) {
     assert_eq!(r.ask_sync(Req::Double(100)).unwrap(), 200);
     child.kill();
 }
+
+/// Collects one `ask_with` answer: `Ok((remote?, value))` or the error.
+fn ask_with_answer(r: &RpcEndpointRef<Req, u64>, msg: Req) -> Result<(bool, u64), RpcError> {
+    let (tx, rx) = mpsc::channel();
+    r.ask_with(msg, move |answer| {
+        let _ = tx.send(answer.map(|m| {
+            let remote = m.is_remote();
+            let value = match m {
+                rpc::Msg::Local(v) => v,
+                rpc::Msg::Remote(archived) => archived.to_native(),
+            };
+            (remote, value)
+        }));
+    });
+    rx.recv_timeout(WAIT).expect("ask_with answers within 10 s")
+}
+
+pub fn ask_with_reads_the_reply_in_place(mode: IoMode) {
+    let s = server(mode, "server");
+    let c = client(mode, "client");
+    let (local, _rx) = recorder(&s, "rec");
+    let remote = remote_ref(&c, &s, "rec");
+    assert_eq!(
+        ask_with_answer(&remote, Req::Double(5)).unwrap(),
+        (true, 10),
+        "remote: archived"
+    );
+    assert_eq!(
+        ask_with_answer(&local, Req::Double(21)).unwrap(),
+        (false, 42),
+        "local: the value"
+    );
+    for r in [&local, &remote] {
+        let err = ask_with_answer(r, Req::Fail("disk full".into())).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+    // Many at once over one connection, each answered once with its own reply.
+    let (tx, rx) = mpsc::channel();
+    for i in 0..1_000u64 {
+        let tx = tx.clone();
+        remote.ask_with(Req::Double(i), move |answer| {
+            let _ = tx.send((i, answer.map(|m| m.into_owned().unwrap())));
+        });
+    }
+    let mut seen = vec![false; 1_000];
+    for _ in 0..1_000 {
+        let (i, answer) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(answer.unwrap(), 2 * i);
+        assert!(!std::mem::replace(&mut seen[i as usize], true), "answered twice");
+    }
+    // The env's ask timeout applies.
+    let mut conf = rpc::RpcEnvConfig::client("impatient");
+    conf.transport.io_mode = mode;
+    conf.ask_timeout_ms = 200;
+    let impatient = RpcEnv::create(conf).unwrap();
+    let slow = remote_ref(&impatient, &s, "rec");
+    let started = Instant::now();
+    let err = ask_with_answer(&slow, Req::Sleep(2_000)).unwrap_err();
+    assert!(
+        matches!(err, RpcError::AskTimeout { timeout_ms: 200, .. }),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    // After shutdown: refused at once, on the calling thread.
+    c.shutdown();
+    assert!(matches!(
+        ask_with_answer(&remote, Req::Double(1)),
+        Err(RpcError::EnvStopped)
+    ));
+}

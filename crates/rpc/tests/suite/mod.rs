@@ -53,7 +53,8 @@ macro_rules! rpc_suite {
             wrong_message_type_is_refused,
             connect_failure_fails_queued_asks,
             peer_process_killed_mid_ask_fails_at_once,
-            another_process_asks_by_address
+            another_process_asks_by_address,
+            ask_with_reads_the_reply_in_place
         );
         $crate::rpc_suite!(@cases $mode, faults;
             server_restart_while_client_keeps_sending,
