@@ -8,6 +8,14 @@
 //!   When a frame is still missing at least `direct_read_min` bytes, the
 //!   multishot recv is cancelled and plain recvs go straight into that frame's
 //!   own buffer until it is complete.
+//! - **Limits**: [`EventLoop::arm_recv`] does not arm a recv while the
+//!   client says to pause reading ([`TransportClient::should_pause_reading`]:
+//!   too many bytes queued to write, or too many requests unanswered), and a
+//!   recv completion that finds it so cancels the multishot recv; frames
+//!   already received are still delivered. The peer then gets TCP
+//!   backpressure. Every send completion and every queued frame (an answer
+//!   included) flushes the connection, which calls `arm_recv` again: it
+//!   re-arms once [`TransportClient::may_resume_reading`] holds.
 //! - **Close**: whatever ends the connection (EOF, an error, `close()`, the
 //!   transport's shutdown) goes through [`EventLoop::close_connection`]: the
 //!   sink refuses sends, outstanding RPCs fail, `channel_inactive` runs, in-flight
@@ -27,6 +35,7 @@ use transport::{
 
 use crate::ops::{Completion, Op};
 use crate::ring_loop::{Adopt, EventLoop};
+use crate::server::ConnectionPermit;
 use crate::sink::{SinkHandle, SinkShared};
 
 /// Everything a new connection needs; built by the server or the connector.
@@ -35,6 +44,8 @@ pub(crate) struct ConnectionParams {
     pub(crate) pool: BufferPool,
     pub(crate) handler: Arc<dyn TransportHandler>,
     pub(crate) registries: Vec<ConnectionRegistry>,
+    /// An accepted connection's place under its server's `max_connections`.
+    pub(crate) permit: Option<ConnectionPermit>,
 }
 
 /// A connection's state on its loop.
@@ -49,8 +60,12 @@ pub(crate) struct Connection {
     pub(crate) queue: Option<WriteQueue>,
     /// The recv in flight, and whether it is a direct one.
     recv: Option<(usize, bool)>,
-    /// A multishot recv is being cancelled to switch to direct reads.
-    switching: bool,
+    /// A multishot recv is being cancelled: to switch to direct reads, or to
+    /// pause reading.
+    cancelling: bool,
+    /// Reading is paused by the connection's limits: no recv is armed until
+    /// the client allows reading again.
+    read_paused: bool,
     /// The send (or zero-copy notification) holding the queue.
     pub(crate) send: Option<usize>,
     pub(crate) dirty: bool,
@@ -58,6 +73,9 @@ pub(crate) struct Connection {
     registries: Vec<ConnectionRegistry>,
     /// The socket's index in the ring's file table, when registered there.
     pub(crate) fixed: Option<u32>,
+    /// Holds the connection's place under its server's `max_connections`
+    /// until it leaves the slab.
+    _permit: Option<ConnectionPermit>,
 }
 
 /// Builds an SQE on connection `$conn`'s socket: by its index in the ring's
@@ -118,8 +136,8 @@ impl EventLoop {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let sink = Arc::new(SinkShared::new(peer, key, p.id, Arc::downgrade(&self.handle)));
-        let max = self.conf.transport.max_frame_size;
-        let client = TransportClient::new(p.id, local, peer, max, Box::new(SinkHandle(sink.clone())));
+        let conf = &self.conf.transport;
+        let client = TransportClient::new(p.id, local, peer, conf, Box::new(SinkHandle(sink.clone())));
         for r in &p.registries {
             r.insert(&client);
         }
@@ -129,15 +147,17 @@ impl EventLoop {
             client: client.clone(),
             handler: p.handler.clone(),
             sink,
-            decoder: FrameDecoder::new(max, p.pool),
+            decoder: FrameDecoder::new(conf.max_frame_size, p.pool),
             queue: Some(WriteQueue::new()),
             recv: None,
-            switching: false,
+            cancelling: false,
+            read_paused: false,
             send: None,
             dirty: false,
             closing: false,
             registries: p.registries,
             fixed,
+            _permit: p.permit,
         });
         p.handler.channel_active(&client);
         // Arms the recv (and flushes anything `channel_active` sent) this turn.
@@ -145,8 +165,9 @@ impl EventLoop {
         Ok(client)
     }
 
-    /// Arms the connection's recv if none is in flight: direct into the frame
-    /// in progress when it is large, multishot into provided buffers otherwise.
+    /// Arms the connection's recv if none is in flight and its limits allow
+    /// reading: direct into the frame in progress when it is large, multishot
+    /// into provided buffers otherwise.
     pub(crate) fn arm_recv(&mut self, key: usize) {
         let direct_min = self.conf.uring.direct_read_min;
         let bgid = self.buf_ring.group();
@@ -156,7 +177,15 @@ impl EventLoop {
         if conn.closing || conn.recv.is_some() {
             return;
         }
-        conn.switching = false;
+        conn.read_paused = if conn.read_paused {
+            !conn.client.may_resume_reading()
+        } else {
+            conn.client.should_pause_reading()
+        };
+        if conn.read_paused {
+            return;
+        }
+        conn.cancelling = false;
         let direct = conn.decoder.pending_bytes() >= direct_min;
         let op = if direct {
             let buf = conn.decoder.direct_read_buf().unwrap_or_default();
@@ -180,7 +209,7 @@ impl EventLoop {
     }
 
     /// Handles a recv completion: feeds the decoder, then re-arms, switches
-    /// to direct reads, or closes.
+    /// to direct reads, pauses, or closes.
     pub(crate) fn on_recv(&mut self, op: usize, c: Completion, direct: bool) {
         let conn_key = match self.ops.get_mut(op) {
             Some(Op::Recv(k) | Op::RecvDirect(k)) => *k,
@@ -259,9 +288,13 @@ impl EventLoop {
                 match conn.recv {
                     None => self.mark_dirty(conn_key),
                     Some((recv_op, false))
-                        if !conn.switching && conn.decoder.pending_bytes() >= direct_min =>
+                        if !conn.cancelling
+                            && (conn.decoder.pending_bytes() >= direct_min
+                                || conn.client.should_pause_reading()) =>
                     {
-                        conn.switching = true;
+                        // Its final CQE (-ECANCELED) re-arms through `arm_recv`,
+                        // which picks direct reads or stays paused.
+                        conn.cancelling = true;
                         self.ops.cancel(recv_op);
                     }
                     Some(_) => {}

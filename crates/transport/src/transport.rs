@@ -76,6 +76,20 @@ pub trait TransportServer: Send + Sync {
 ///    the handler as slices of those buffers, not copies.
 /// 5. **Limits.** Refuse a frame whose length exceeds `max_frame_size` before
 ///    buffering its body (the decoder does this) and close the connection.
+///    So the bytes a connection buffers before handing them to the handler
+///    are at most `max_frame_size` (one frame in progress) plus one read
+///    buffer; bodies the handler keeps stay alive as long as it holds them,
+///    and [`max_in_flight_requests_per_connection`](TransportConf::max_in_flight_requests_per_connection)
+///    bounds how many requests it can be holding.
+///    Between reads, ask [`TransportClient::should_pause_reading`]; while it
+///    says so, read nothing more from that connection (frames already read
+///    are still delivered, in order) until [`TransportClient::may_resume_reading`]
+///    holds again, re-checking after every write and every frame queued; other
+///    connections go on being served. Report written bytes with
+///    [`TransportClient::frames_written`]. Never refuse or drop a send because
+///    of these limits. Close a connection accepted while its server already
+///    has [`max_connections`](TransportConf::max_connections) open at once,
+///    logging the peer at `warn`, without touching the others.
 /// 6. **Shutdown.** [`Transport::shutdown`] closes every server and
 ///    connection, fails outstanding RPCs, and joins the event-loop threads; no
 ///    file descriptor stays open.
