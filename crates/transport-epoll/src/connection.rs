@@ -11,7 +11,8 @@
 //!   writer; the writer takes the whole queue and writes it with vectored
 //!   writes (headers and bodies in place), so frames queued while it was busy
 //!   go out together.
-//! - **Limits**: before each read the reader asks the client whether to pause
+//! - **Limits**: before each read, and before decoding what a read got, the
+//!   reader asks the client whether to pause
 //!   ([`TransportClient::should_pause_reading`]: too many bytes queued to
 //!   write, or too many requests unanswered). If so it waits, not reading, so
 //!   the peer gets TCP backpressure; the writer, after each write, wakes it once
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::server::ConnectionPermit;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -238,12 +240,11 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
         if let Err(e) = rd.readable().await {
             break Err(TransportError::io("read from", client.peer_addr(), &e));
         }
-        let mut deliver = |f| client.handle_frame(f, handler);
-        let result = if decoder.pending_bytes() >= DIRECT_READ_MIN {
+        let read = if decoder.pending_bytes() >= DIRECT_READ_MIN {
             let buf = decoder.direct_read_buf().expect("a frame is in progress");
             match rd.try_read(buf) {
                 Ok(0) => break Ok(()),
-                Ok(n) => decoder.commit_direct_read(n, &mut deliver),
+                Ok(n) => Read::Direct(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
             }
@@ -254,11 +255,21 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
                 Ok(n) => {
                     read_size = next_read_size(read_size, n, buf.capacity());
                     buf.commit(n);
-                    decoder.decode(buf.freeze(), &mut deliver)
+                    Read::Chunk(buf.freeze())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
             }
+        };
+        // A limit passed while this read waited (by sends from another thread,
+        // say): its bytes wait too, so no frame is delivered over a limit.
+        if client.should_pause_reading() {
+            guard.sink.pause_reading(client).await;
+        }
+        let mut deliver = |f| client.handle_frame(f, handler);
+        let result = match read {
+            Read::Direct(n) => decoder.commit_direct_read(n, &mut deliver),
+            Read::Chunk(bytes) => decoder.decode(bytes, &mut deliver),
         };
         if let Err(source) = result {
             break Err(TransportError::Decode {
@@ -285,6 +296,14 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
         }
     };
     guard.sink.mark_closed(&reason);
+}
+
+/// What one read got.
+enum Read {
+    /// This many bytes, straight into the decoder's frame in progress.
+    Direct(usize),
+    /// Bytes in a pool buffer.
+    Chunk(Bytes),
 }
 
 /// Netty-style adaptive sizing: grow when a read filled the buffer, shrink when it used under a quarter.

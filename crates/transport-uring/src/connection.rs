@@ -11,8 +11,10 @@
 //! - **Limits**: [`EventLoop::arm_recv`] does not arm a recv while the
 //!   client says to pause reading ([`TransportClient::should_pause_reading`]:
 //!   too many bytes queued to write, or too many requests unanswered), and a
-//!   recv completion that finds it so cancels the multishot recv; frames
-//!   already received are still delivered. The peer then gets TCP
+//!   recv completion that finds it so cancels the multishot recv. Bytes that
+//!   recv still delivers before the cancellation lands are held, in order,
+//!   and decoded on resume, so no frame reaches the handler while the
+//!   connection is over a limit. The peer then gets TCP
 //!   backpressure. Every send completion and every queued frame (an answer
 //!   included) flushes the connection, which calls `arm_recv` again: it
 //!   re-arms once [`TransportClient::may_resume_reading`] holds.
@@ -22,11 +24,13 @@
 //!   operations are cancelled, and the socket is closed once the last of their
 //!   CQEs is in, so no operation ever sees a reused descriptor.
 
+use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use io_uring::opcode;
 use transport::{
     BufferPool, ConnectionId, ConnectionRegistry, FrameDecoder, TransportClient, TransportError,
@@ -48,6 +52,14 @@ pub(crate) struct ConnectionParams {
     pub(crate) permit: Option<ConnectionPermit>,
 }
 
+/// Received bytes to feed to a connection's decoder.
+enum Chunk {
+    /// A provided buffer's bytes.
+    Bytes(Bytes),
+    /// This many bytes were read straight into the frame in progress.
+    Direct(usize),
+}
+
 /// A connection's state on its loop.
 pub(crate) struct Connection {
     pub(crate) id: ConnectionId,
@@ -66,6 +78,9 @@ pub(crate) struct Connection {
     /// Reading is paused by the connection's limits: no recv is armed until
     /// the client allows reading again.
     read_paused: bool,
+    /// Bytes a multishot recv delivered after reading paused (before its
+    /// cancellation took effect), fed to the decoder, in order, on resume.
+    held: VecDeque<Bytes>,
     /// The send (or zero-copy notification) holding the queue.
     pub(crate) send: Option<usize>,
     pub(crate) dirty: bool,
@@ -152,6 +167,7 @@ impl EventLoop {
             recv: None,
             cancelling: false,
             read_paused: false,
+            held: VecDeque::new(),
             send: None,
             dirty: false,
             closing: false,
@@ -185,6 +201,16 @@ impl EventLoop {
         if conn.read_paused {
             return;
         }
+        if !conn.held.is_empty() && !self.feed_held(key) {
+            // Still over a limit (or closed) after delivering some of them.
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.read_paused = true;
+            }
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.cancelling = false;
         let direct = conn.decoder.pending_bytes() >= direct_min;
         let op = if direct {
@@ -243,32 +269,28 @@ impl EventLoop {
         let peer = conn.client.peer_addr();
         let outcome = match c.result {
             n if n > 0 => {
-                let Connection {
-                    decoder,
-                    client,
-                    handler,
-                    ..
-                } = conn;
-                // A panicking handler or callback ends its connection, not the loop.
-                let decoded = catch_unwind(AssertUnwindSafe(|| {
-                    let mut deliver = |f| client.handle_frame(f, &**handler);
-                    let pending = decoder.pending_bytes();
-                    if direct && pending > 0 {
-                        decoder.commit_direct_read((n as usize).min(pending), &mut deliver)
-                    } else if let Some(bytes) = data {
-                        decoder.decode(bytes, &mut deliver)
-                    } else {
-                        Ok(())
+                let pending = conn.decoder.pending_bytes();
+                let chunk = if direct && pending > 0 {
+                    Some(Chunk::Direct((n as usize).min(pending)))
+                } else {
+                    data.map(Chunk::Bytes)
+                };
+                let open = match chunk {
+                    // Reading is paused (the multishot recv is being cancelled):
+                    // keep the bytes, in order, until the limits allow again.
+                    Some(Chunk::Bytes(bytes))
+                        if !conn.held.is_empty() || conn.client.should_pause_reading() =>
+                    {
+                        conn.held.push_back(bytes);
+                        true
                     }
-                }));
-                match decoded {
-                    Ok(result) => result.map_err(|source| Some(TransportError::Decode { peer, source })),
-                    Err(_) => {
-                        let reason = "a handler or response callback panicked".to_string();
-                        self.close_connection(conn_key, Some(reason), None);
-                        return;
-                    }
+                    Some(chunk) => self.feed(conn_key, chunk),
+                    None => true,
+                };
+                if !open {
+                    return;
                 }
+                Ok(())
             }
             0 => Err(None),
             // The ring ran dry or a switch to direct reads: the recv has ended
@@ -280,39 +302,108 @@ impl EventLoop {
                 &std::io::Error::from_raw_os_error(-e),
             ))),
         };
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return;
+        };
         match outcome {
-            Ok(()) => {
+            Ok(()) => match conn.recv {
+                None => self.mark_dirty(conn_key),
+                Some((recv_op, false))
+                    if !conn.cancelling
+                        && (conn.decoder.pending_bytes() >= direct_min
+                            || conn.client.should_pause_reading()) =>
+                {
+                    // Its final CQE (-ECANCELED) re-arms through `arm_recv`,
+                    // which picks direct reads or stays paused.
+                    conn.cancelling = true;
+                    self.ops.cancel(recv_op);
+                }
+                Some(_) => {}
+            },
+            // The peer closed: what it sent before still counts, held bytes included.
+            Err(None) => {
+                let held = std::mem::take(&mut conn.held);
+                for bytes in held {
+                    if !self.feed(conn_key, Chunk::Bytes(bytes)) {
+                        return;
+                    }
+                }
                 let Some(conn) = self.conns.get_mut(conn_key) else {
                     return;
                 };
-                match conn.recv {
-                    None => self.mark_dirty(conn_key),
-                    Some((recv_op, false))
-                        if !conn.cancelling
-                            && (conn.decoder.pending_bytes() >= direct_min
-                                || conn.client.should_pause_reading()) =>
-                    {
-                        // Its final CQE (-ECANCELED) re-arms through `arm_recv`,
-                        // which picks direct reads or stays paused.
-                        conn.cancelling = true;
-                        self.ops.cancel(recv_op);
+                match conn.decoder.finish() {
+                    Ok(()) => {
+                        self.close_connection(conn_key, Some("the peer closed the connection".into()), None)
                     }
-                    Some(_) => {}
+                    Err(source) => {
+                        let e = TransportError::Decode {
+                            peer: conn.client.peer_addr(),
+                            source,
+                        };
+                        self.close_connection(conn_key, Some(e.to_string()), Some(e));
+                    }
                 }
             }
-            Err(None) => match conn.decoder.finish() {
-                Ok(()) => {
-                    self.close_connection(conn_key, Some("the peer closed the connection".into()), None)
-                }
-                Err(source) => {
-                    let e = TransportError::Decode {
-                        peer: conn.client.peer_addr(),
-                        source,
-                    };
-                    self.close_connection(conn_key, Some(e.to_string()), Some(e));
-                }
-            },
             Err(Some(e)) => self.close_connection(conn_key, Some(e.to_string()), Some(e)),
+        }
+    }
+
+    /// Feeds `chunk` to connection `key`'s decoder, delivering every whole
+    /// frame in it to the handler. Returns false when that closed the
+    /// connection: the bytes did not decode, or a handler or response
+    /// callback panicked (which ends its connection, not the loop).
+    fn feed(&mut self, key: usize, chunk: Chunk) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Connection {
+            decoder,
+            client,
+            handler,
+            ..
+        } = conn;
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            let mut deliver = |f| client.handle_frame(f, &**handler);
+            match chunk {
+                Chunk::Direct(n) => decoder.commit_direct_read(n, &mut deliver),
+                Chunk::Bytes(bytes) => decoder.decode(bytes, &mut deliver),
+            }
+        }));
+        let (reason, error) = match decoded {
+            Ok(Ok(())) => return true,
+            Ok(Err(source)) => {
+                let e = TransportError::Decode {
+                    peer: client.peer_addr(),
+                    source,
+                };
+                (e.to_string(), Some(e))
+            }
+            Err(_) => ("a handler or response callback panicked".to_string(), None),
+        };
+        self.close_connection(key, Some(reason), error);
+        false
+    }
+
+    /// Feeds the bytes held while reading was paused, oldest first, while the
+    /// limits allow. Returns whether none is left (false also when feeding
+    /// closed the connection).
+    fn feed_held(&mut self, key: usize) -> bool {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return false;
+            };
+            if conn.held.is_empty() {
+                return true;
+            }
+            if conn.client.should_pause_reading() {
+                return false;
+            }
+            let Some(bytes) = conn.held.pop_front() else {
+                return true;
+            };
+            if !self.feed(key, Chunk::Bytes(bytes)) {
+                return false;
+            }
         }
     }
 

@@ -170,8 +170,8 @@ impl TransportClient {
     /// Whether the backend should stop reading from this connection: more than
     /// `max_queued_bytes_per_connection` bytes are queued to write, or
     /// `max_in_flight_requests_per_connection` requests are unanswered. For
-    /// backends: check between reads; frames of a read already made are still
-    /// delivered. Two integer compares.
+    /// backends: check before reading and before decoding what a read got
+    /// (the frames of one read being decoded are all delivered). Two integer compares.
     pub fn should_pause_reading(&self) -> bool {
         self.queued_bytes() > self.inner.max_queued_bytes
             || self.in_flight_requests() >= self.inner.max_in_flight

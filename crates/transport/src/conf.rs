@@ -111,7 +111,7 @@ pub enum ConfError {
 /// | `pool_max_bytes` | `RPC_POOL_MAX_BYTES` | 67108864 (64 MiB) | (Netty allocator arenas) |
 /// | `auth_secret` | `RPC_AUTH_SECRET` | none: no authentication | `spark.authenticate` + `spark.authenticate.secret` |
 /// | `max_connections` | `RPC_MAX_CONNECTIONS` | 10000 per server; 0 = unlimited | (none in Spark) |
-/// | `max_queued_bytes_per_connection` | `RPC_MAX_QUEUED_BYTES_PER_CONNECTION` | 16777216 (16 MiB); 0 = unlimited | (none: Spark ignores Netty's `WriteBufferWaterMark`) |
+/// | `max_queued_bytes_per_connection` | `RPC_MAX_QUEUED_BYTES_PER_CONNECTION` | 16777216 (16 MiB); 0 = unlimited | (none in Spark) |
 /// | `max_in_flight_requests_per_connection` | `RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION` | 4096; 0 = unlimited | (none in Spark) |
 ///
 /// The last three bound what one peer can make a process hold; what happens
