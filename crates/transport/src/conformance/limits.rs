@@ -330,6 +330,59 @@ fn wait_until_stable(what: &str, mut value: impl FnMut() -> usize) -> usize {
     }
 }
 
+/// The server sends a peer that is not reading yet a frame far larger than
+/// `max_queued_bytes_per_connection`: a request the peer sends meanwhile is
+/// not delivered (whether or not a read was already waiting when the bound
+/// was passed), until the peer has read enough for the queue to drain; then
+/// it is delivered and answered, after the large frame, intact.
+pub fn queued_sends_pause_reading_until_written(factory: &TransportFactory) {
+    const BOUND: usize = 64 << 10;
+    const LARGE: usize = 4 << 20;
+    let t = factory(TransportConf {
+        max_queued_bytes_per_connection: BOUND,
+        send_buffer_bytes: 64 << 10,
+        receive_buffer_bytes: 64 << 10,
+        ..test_conf()
+    });
+    let (probe, events) = Probe::new(true, echo_reply);
+    let server = serve(&t, probe);
+    let mut raw = raw_connect(server.local_addr());
+    let peer = raw.local_addr().expect("raw local address");
+    let server_side = accepted(&events, peer);
+    let large = Bytes::from(pattern(7, LARGE));
+    server_side
+        .send_one_way(large.clone())
+        .unwrap_or_else(|e| panic!("send {LARGE} bytes to the peer: {e}"));
+    wait_until(&format!("more than {BOUND} bytes are queued to the peer"), || {
+        server_side.queued_bytes() > BOUND
+    });
+
+    let body = Bytes::from(pattern(8, 100));
+    let request = EncodedFrame::rpc_request(0, body.clone()).expect("encode");
+    raw.write_all(&wire(&request)).expect("write a request");
+    expect_no_event(
+        &events,
+        "a request delivered while the queue is past its bound",
+        |e| matches!(e, Event::Rpc(..)) && e.peer() == peer,
+    );
+
+    let want = wire(&EncodedFrame::one_way(large).expect("encode"));
+    let mut got = vec![0u8; want.len()];
+    raw.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("reading the {LARGE}-byte frame: {e}"));
+    if let Some(diff) = first_difference(&got, &want) {
+        panic!("the {LARGE}-byte frame arrived damaged: {diff}");
+    }
+    wait_event(&events, "the request, once the queue drained", |e| {
+        matches!(e, Event::Rpc(..)) && e.peer() == peer
+    });
+    let want = wire(&EncodedFrame::rpc_response(0, Bytes::from(echoed(&body))).expect("encode"));
+    let mut got = vec![0u8; want.len()];
+    raw.read_exact(&mut got).expect("reading the answer");
+    assert_eq!(got, want, "the answer to the held-back request");
+    shutdown(&t);
+}
+
 /// A request body the in-flight case's handler answers at once (others it holds).
 const ANSWER_NOW: &[u8] = b"now:";
 

@@ -56,6 +56,7 @@ pub use lifecycle::{
 pub use limits::{
     client_refuses_rpcs_past_the_in_flight_limit, in_flight_limit_pauses_reading_until_answers,
     max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
+    queued_sends_pause_reading_until_written,
 };
 pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
@@ -97,6 +98,7 @@ macro_rules! conformance_suite {
             auth_secret_gates_connections,
             max_connections_closes_the_extra_ones,
             peer_that_never_reads_is_paused_not_buffered,
+            queued_sends_pause_reading_until_written,
             in_flight_limit_pauses_reading_until_answers,
             client_refuses_rpcs_past_the_in_flight_limit,
         );
