@@ -28,8 +28,6 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::server::ConnectionPermit;
-
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -40,6 +38,8 @@ use transport::{
     BufferPool, ConnectionId, ConnectionRegistry, EncodedFrame, FrameDecoder, FrameSink, MAX_IOV,
     TransportClient, TransportConf, TransportError, TransportHandler, WriteQueue,
 };
+
+use crate::server::ConnectionPermit;
 
 /// Smallest and largest read buffer, in bytes.
 const MIN_READ: usize = 2 << 10;
