@@ -77,6 +77,8 @@ struct Inner {
     max_queued_bytes: usize,
     /// `max_in_flight_requests_per_connection`, a count, `usize::MAX` for none.
     max_in_flight: usize,
+    /// `max_outstanding_rpcs_per_connection`, a count, `usize::MAX` for none.
+    max_outstanding: usize,
     /// Bytes of frames handed to the sink and not yet reported written.
     queued_bytes: AtomicUsize,
     /// RpcRequests delivered to the handler and not yet answered.
@@ -100,8 +102,9 @@ impl fmt::Debug for TransportClient {
 }
 
 impl TransportClient {
-    /// Wraps a backend connection, applying `conf`'s `max_frame_size`,
-    /// `max_queued_bytes_per_connection` and `max_in_flight_requests_per_connection`.
+    /// Wraps a backend connection, applying `conf`'s `max_frame_size` and
+    /// per-connection limits (`max_queued_bytes_per_connection`,
+    /// `max_in_flight_requests_per_connection`, `max_outstanding_rpcs_per_connection`).
     /// For backends; users get clients from
     /// [`Transport::connect`](crate::Transport::connect) and handler callbacks.
     pub fn new(
@@ -122,6 +125,7 @@ impl TransportClient {
                 next_request_id: AtomicI64::new(0),
                 max_queued_bytes: conf.queued_bytes_limit(),
                 max_in_flight: conf.in_flight_requests_limit(),
+                max_outstanding: conf.outstanding_rpcs_limit(),
                 queued_bytes: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
             }),
@@ -246,8 +250,8 @@ impl TransportClient {
     ///
     /// # Errors
     /// [`TransportError::FrameTooLarge`] when the frame would exceed the maximum
-    /// frame size; [`TransportError::TooManyInFlightRequests`] when
-    /// `max_in_flight_requests_per_connection` RPCs already await their answer
+    /// frame size; [`TransportError::TooManyOutstandingRpcs`] when
+    /// `max_outstanding_rpcs_per_connection` RPCs already await their answer
     /// on this connection; [`TransportError::ConnectionClosed`] when the
     /// connection is closed. In each case `callback` is dropped without being called.
     pub fn send_rpc(
@@ -277,10 +281,10 @@ impl TransportClient {
         // Register before sending: the response may arrive before `send` returns.
         {
             let mut outstanding = self.outstanding();
-            if outstanding.len() >= self.inner.max_in_flight {
-                let e = TransportError::TooManyInFlightRequests {
+            if outstanding.len() >= self.inner.max_outstanding {
+                let e = TransportError::TooManyOutstandingRpcs {
                     peer: self.inner.peer_addr,
-                    limit: self.inner.max_in_flight,
+                    limit: self.inner.max_outstanding,
                 };
                 return Err((e, callback));
             }

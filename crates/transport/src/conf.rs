@@ -113,8 +113,9 @@ pub enum ConfError {
 /// | `max_connections` | `RPC_MAX_CONNECTIONS` | 10000 per server; 0 = unlimited | (none in Spark) |
 /// | `max_queued_bytes_per_connection` | `RPC_MAX_QUEUED_BYTES_PER_CONNECTION` | 16777216 (16 MiB); 0 = unlimited | (none in Spark) |
 /// | `max_in_flight_requests_per_connection` | `RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION` | 4096; 0 = unlimited | (none in Spark) |
+/// | `max_outstanding_rpcs_per_connection` | `RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION` | 0 = unlimited | (none in Spark) |
 ///
-/// The last three bound what one peer can make a process hold; what happens
+/// The last four bound what one peer can make a process hold; what happens
 /// at each is on its field. Defaults:
 ///
 /// - `max_connections` 10,000: this project opens one connection per peer
@@ -130,6 +131,11 @@ pub enum ConfError {
 ///   (its inbox grows without limit). 4096 is 64 times the deepest pipeline
 ///   of the benchmark (64 in flight per connection), and bounds the number of
 ///   request bodies one connection can make the handlers hold.
+/// - `max_outstanding_rpcs_per_connection` none: the sending side is already
+///   held back by the receiver's `max_in_flight_requests_per_connection` (its
+///   requests wait in TCP), and an RPC layer that issues thousands of
+///   concurrent asks on one connection should see them answered, not refused.
+///   Set it to fail fast, with a typed error, instead of queueing.
 ///
 /// `Debug` prints `auth_secret` as `Some("<redacted>")`, never the secret itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -170,13 +176,16 @@ pub struct TransportConf {
     /// what handlers already sent): a peer that never reads its answers gets
     /// TCP backpressure instead of making this process buffer them.
     pub max_queued_bytes_per_connection: usize,
-    /// Requests in flight on one connection, a count; 0 means no limit.
-    /// Received: RpcRequests handed to the handler and not yet answered
-    /// (`send_response` / `send_failure`); at the limit the backend stops
-    /// reading from that connection until an answer goes out. Sent: RPCs
-    /// awaiting their answer; `send_rpc` past the limit fails with
-    /// [`TransportError::TooManyInFlightRequests`](crate::TransportError::TooManyInFlightRequests).
+    /// Requests received on one connection and in flight, a count; 0 means no
+    /// limit: RpcRequests handed to the handler and not yet answered
+    /// (`send_response` / `send_failure`). At the limit the backend stops
+    /// reading from that connection until an answer goes out.
     pub max_in_flight_requests_per_connection: usize,
+    /// RPCs sent on one connection and awaiting their answer, a count; 0 means
+    /// no limit. `send_rpc` past it fails at once with
+    /// [`TransportError::TooManyOutstandingRpcs`](crate::TransportError::TooManyOutstandingRpcs),
+    /// sending nothing and leaving the connection open.
+    pub max_outstanding_rpcs_per_connection: usize,
 }
 
 impl fmt::Debug for TransportConf {
@@ -202,6 +211,10 @@ impl fmt::Debug for TransportConf {
                 "max_in_flight_requests_per_connection",
                 &self.max_in_flight_requests_per_connection,
             )
+            .field(
+                "max_outstanding_rpcs_per_connection",
+                &self.max_outstanding_rpcs_per_connection,
+            )
             .finish()
     }
 }
@@ -223,12 +236,13 @@ impl Default for TransportConf {
             max_connections: 10_000,
             max_queued_bytes_per_connection: 16 << 20,
             max_in_flight_requests_per_connection: 4096,
+            max_outstanding_rpcs_per_connection: 0,
         }
     }
 }
 
 /// Every key, in the order of the module table.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "io_mode",
     "server_threads",
     "client_threads",
@@ -243,6 +257,7 @@ pub const KEYS: [&str; 14] = [
     "max_connections",
     "max_queued_bytes_per_connection",
     "max_in_flight_requests_per_connection",
+    "max_outstanding_rpcs_per_connection",
 ];
 
 /// Prefix of the environment variables that override keys.
@@ -286,6 +301,9 @@ impl TransportConf {
             }
             "max_in_flight_requests_per_connection" => {
                 self.max_in_flight_requests_per_connection = parse_num(key, value, UNLIMITED)?
+            }
+            "max_outstanding_rpcs_per_connection" => {
+                self.max_outstanding_rpcs_per_connection = parse_num(key, value, UNLIMITED)?
             }
             _ => {
                 return Err(ConfError::UnknownKey {
@@ -434,6 +452,11 @@ impl TransportConf {
     /// [`max_in_flight_requests_per_connection`](Self::max_in_flight_requests_per_connection) with 0 (no limit) as `usize::MAX`.
     pub fn in_flight_requests_limit(&self) -> usize {
         no_limit_as_max(self.max_in_flight_requests_per_connection)
+    }
+
+    /// [`max_outstanding_rpcs_per_connection`](Self::max_outstanding_rpcs_per_connection) with 0 (no limit) as `usize::MAX`.
+    pub fn outstanding_rpcs_limit(&self) -> usize {
+        no_limit_as_max(self.max_outstanding_rpcs_per_connection)
     }
 
     /// Server event-loop threads to run, given `cores` available: `server_threads`, or `min(cores, 8)` when 0.

@@ -136,13 +136,13 @@ pub enum TransportError {
         max: u64,
     },
     /// `send_rpc` on a connection that already has
-    /// `max_in_flight_requests_per_connection` RPCs awaiting their answer; the
+    /// `max_outstanding_rpcs_per_connection` RPCs awaiting their answer; the
     /// RPC was not sent and the connection stays open.
     #[error(
         "{limit} RPCs already await their answers on the connection to {peer}; wait for some to be \
-         answered, or raise `max_in_flight_requests_per_connection` (RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION)"
+         answered, or raise `max_outstanding_rpcs_per_connection` (RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION)"
     )]
-    TooManyInFlightRequests {
+    TooManyOutstandingRpcs {
         /// The remote address.
         peer: SocketAddr,
         /// The configured limit, a count of RPCs.

@@ -97,6 +97,17 @@ fn refused_sends_are_not_counted_as_queued() {
 }
 
 #[test]
+fn outstanding_rpcs_are_not_limited_by_default() {
+    // The receiving side's in-flight limit holds senders back; refusing is opt-in.
+    let (c, _, _) = client(&TransportConf::default());
+    for _ in 0..10_000 {
+        c.send_rpc(Bytes::from_static(b"q"), |_| {})
+            .expect("no limit on outstanding RPCs by default");
+    }
+    assert_eq!(c.outstanding_rpcs(), 10_000);
+}
+
+#[test]
 fn in_flight_requests_count_until_answered() {
     let (c, _, _) = client(&limited(0, 2));
     c.handle_frame(request(1), &Ignore);
@@ -134,8 +145,12 @@ fn an_answer_too_large_to_send_keeps_the_request_in_flight() {
 }
 
 #[test]
-fn sends_past_the_in_flight_limit_fail_and_hand_back_the_callback() {
-    let (c, frames, _) = client(&limited(0, 2));
+fn sends_past_the_outstanding_limit_fail_and_hand_back_the_callback() {
+    let conf = TransportConf {
+        max_outstanding_rpcs_per_connection: 2,
+        ..TransportConf::default()
+    };
+    let (c, frames, _) = client(&conf);
     let (tx, rx) = mpsc::channel();
     for _ in 0..2 {
         let tx = tx.clone();
@@ -147,11 +162,11 @@ fn sends_past_the_in_flight_limit_fail_and_hand_back_the_callback() {
         panic!("a third RPC past the limit of 2 was accepted")
     };
     assert!(
-        matches!(e, TransportError::TooManyInFlightRequests { limit: 2, .. }),
+        matches!(e, TransportError::TooManyOutstandingRpcs { limit: 2, .. }),
         "{e:?}"
     );
     assert!(
-        e.to_string().contains("max_in_flight_requests_per_connection"),
+        e.to_string().contains("max_outstanding_rpcs_per_connection"),
         "{e}"
     );
     assert_eq!(frames.lock().unwrap().len(), 2, "the refused RPC was not sent");
@@ -172,6 +187,9 @@ fn zero_means_no_limit() {
     let (c, _, _) = client(&limited(0, 0));
     for id in 0..10_000 {
         c.handle_frame(request(id), &Ignore);
+    }
+    for _ in 0..10_000 {
+        c.send_rpc(Bytes::from_static(b"q"), |_| {}).unwrap();
     }
     c.send_one_way(Bytes::from(vec![0; 1 << 20])).unwrap();
     assert!(!c.should_pause_reading());

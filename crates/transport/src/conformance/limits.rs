@@ -1,6 +1,7 @@
 //! Cases about the per-connection limits: `max_connections`,
 //! `max_queued_bytes_per_connection` (a peer that never reads its answers)
-//! and `max_in_flight_requests_per_connection`, on both sides of a connection.
+//! `max_in_flight_requests_per_connection` (requests received) and
+//! `max_outstanding_rpcs_per_connection` (RPCs sent).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -466,13 +467,13 @@ pub fn in_flight_limit_pauses_reading_until_answers(factory: &TransportFactory) 
     shutdown(&t);
 }
 
-/// A client with `max_in_flight_requests_per_connection` RPCs awaiting answers
-/// refuses the next with `TooManyInFlightRequests`, without sending it or
+/// A client with `max_outstanding_rpcs_per_connection` RPCs awaiting answers
+/// refuses the next with `TooManyOutstandingRpcs`, without sending it or
 /// closing the connection; an answer makes room again.
-pub fn client_refuses_rpcs_past_the_in_flight_limit(factory: &TransportFactory) {
+pub fn client_refuses_rpcs_past_the_outstanding_limit(factory: &TransportFactory) {
     const LIMIT: usize = 2;
     let t = factory(TransportConf {
-        max_in_flight_requests_per_connection: LIMIT,
+        max_outstanding_rpcs_per_connection: LIMIT,
         ..test_conf()
     });
     let (probe, events) = Probe::silent();
@@ -490,8 +491,8 @@ pub fn client_refuses_rpcs_past_the_in_flight_limit(factory: &TransportFactory) 
     match client.send_rpc(Bytes::from_static(b"one too many"), |_| {
         panic!("the callback of a refused RPC was called")
     }) {
-        Err(TransportError::TooManyInFlightRequests { limit, .. }) => assert_eq!(limit, LIMIT),
-        other => panic!("expected TooManyInFlightRequests past {LIMIT} RPCs in flight, got {other:?}"),
+        Err(TransportError::TooManyOutstandingRpcs { limit, .. }) => assert_eq!(limit, LIMIT),
+        other => panic!("expected TooManyOutstandingRpcs past {LIMIT} outstanding RPCs, got {other:?}"),
     }
     let (held, first_id) = match wait_event(&events, "the first request", |e| matches!(e, Event::Rpc(..))) {
         Event::Rpc(c, id, _) => (c, id),

@@ -28,8 +28,8 @@
 //!   size limit;
 //! - [`auth`]: closing after a last answer, and `auth_secret` gating connections;
 //! - [`limits`]: `max_connections`, a peer that never reads its answers
-//!   (`max_queued_bytes_per_connection`), and `max_in_flight_requests_per_connection`
-//!   on both sides of a connection.
+//!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
+//!   and `max_outstanding_rpcs_per_connection`.
 
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ pub use lifecycle::{
     shutdown_fails_outstanding_rpcs,
 };
 pub use limits::{
-    client_refuses_rpcs_past_the_in_flight_limit, in_flight_limit_pauses_reading_until_answers,
+    client_refuses_rpcs_past_the_outstanding_limit, in_flight_limit_pauses_reading_until_answers,
     max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
     queued_sends_pause_reading_until_written,
 };
@@ -100,7 +100,7 @@ macro_rules! conformance_suite {
             peer_that_never_reads_is_paused_not_buffered,
             queued_sends_pause_reading_until_written,
             in_flight_limit_pauses_reading_until_answers,
-            client_refuses_rpcs_past_the_in_flight_limit,
+            client_refuses_rpcs_past_the_outstanding_limit,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
