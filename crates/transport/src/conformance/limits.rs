@@ -122,11 +122,11 @@ const FLOOD_BODY: usize = 64 << 10;
 /// answer arrives, in order, and the queue empties.
 pub fn peer_that_never_reads_is_paused_not_buffered(factory: &TransportFactory) {
     const BOUND: usize = 1 << 20;
-    // What the requests of one batch of reads can add past the bound, with
-    // room to spare: a batch is at most an io_uring loop's provided-buffer
-    // ring (256 × 16 KiB by default) or one epoll read (64 KiB), and each
-    // request is answered with as many bytes plus 24.
-    const SLACK: usize = 8 << 20;
+    // What can be answered past the bound, with room to spare: the frames of
+    // the read that passed it (one epoll read, at most 64 KiB, or a 64 KiB
+    // frame read into its own buffer; one io_uring provided buffer, 16 KiB
+    // by default), each answered with as many bytes plus 24.
+    const SLACK: usize = 1 << 20;
     const POOL_MAX: usize = 8 << 20;
     let t = factory(TransportConf {
         max_queued_bytes_per_connection: BOUND,
