@@ -11,6 +11,13 @@
 //!   writer; the writer takes the whole queue and writes it with vectored
 //!   writes (headers and bodies in place), so frames queued while it was busy
 //!   go out together.
+//! - **Limits**: before each read, and before decoding what a read got, the
+//!   reader asks the client whether to pause
+//!   ([`TransportClient::should_pause_reading`]: too many bytes queued to
+//!   write, or too many requests unanswered). If so it waits, not reading, so
+//!   the peer gets TCP backpressure; the writer, after each write, wakes it once
+//!   [`TransportClient::may_resume_reading`] holds. An answer's count goes down
+//!   before it is queued, and the writer writes it, so no wake-up is missed.
 //! - **Close**: whoever ends the connection (EOF, an error, `close()`, the
 //!   transport's shutdown) leads to the [`ConnectionGuard`] being dropped on the
 //!   loop thread, which refuses further sends, fails outstanding RPCs, and
@@ -21,6 +28,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -28,8 +36,10 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use transport::{
     BufferPool, ConnectionId, ConnectionRegistry, EncodedFrame, FrameDecoder, FrameSink, MAX_IOV,
-    TransportClient, TransportError, TransportHandler, WriteQueue,
+    TransportClient, TransportConf, TransportError, TransportHandler, WriteQueue,
 };
+
+use crate::server::ConnectionPermit;
 
 /// Smallest and largest read buffer, in bytes.
 const MIN_READ: usize = 2 << 10;
@@ -54,6 +64,10 @@ pub(crate) struct EpollSink {
     state: Mutex<SinkState>,
     active: AtomicBool,
     writer_wake: Notify,
+    /// Set while the reader waits for the connection's limits to allow reading.
+    read_paused: AtomicBool,
+    /// Wakes a paused reader.
+    reader_wake: Notify,
     reader: OnceLock<AbortHandle>,
     peer: std::net::SocketAddr,
 }
@@ -74,6 +88,31 @@ impl EpollSink {
         self.active.store(false, Ordering::Release);
         drop(st);
         self.writer_wake.notify_one();
+    }
+
+    /// Waits, not reading, until `client`'s limits allow reading again.
+    async fn pause_reading(&self, client: &TransportClient) {
+        // SeqCst on the flag and on the client's counts: either the writer
+        // sees the flag after changing a count, or the check here sees the change.
+        self.read_paused.store(true, Ordering::SeqCst);
+        tracing::debug!(
+            peer = %self.peer,
+            queued_bytes = client.queued_bytes(),
+            in_flight_requests = client.in_flight_requests(),
+            "pausing reads until answers are written"
+        );
+        while !client.may_resume_reading() {
+            self.reader_wake.notified().await;
+        }
+        self.read_paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Called by the writer after a write: wakes a paused reader that may read again.
+    fn resume_reader_if_allowed(&self, client: &TransportClient) {
+        if self.read_paused.load(Ordering::SeqCst) && client.may_resume_reading() {
+            // Stores a permit if the reader is not waiting yet; it re-checks anyway.
+            self.reader_wake.notify_one();
+        }
     }
 }
 
@@ -123,6 +162,9 @@ struct ConnectionGuard {
     client: TransportClient,
     handler: Arc<dyn TransportHandler>,
     registries: Vec<ConnectionRegistry>,
+    /// Holds the connection's place under its server's `max_connections`
+    /// until the connection has ended (dropped after `drop` below).
+    _permit: Option<ConnectionPermit>,
 }
 
 impl Drop for ConnectionGuard {
@@ -140,10 +182,12 @@ impl Drop for ConnectionGuard {
 /// Everything a new connection needs; built by the server or the connector.
 pub(crate) struct ConnectionParams {
     pub(crate) id: ConnectionId,
-    pub(crate) max_frame_size: u64,
+    pub(crate) conf: Arc<TransportConf>,
     pub(crate) pool: BufferPool,
     pub(crate) handler: Arc<dyn TransportHandler>,
     pub(crate) registries: Vec<ConnectionRegistry>,
+    /// An accepted connection's place under its server's `max_connections`.
+    pub(crate) permit: Option<ConnectionPermit>,
 }
 
 /// Starts serving `stream` on the current event loop (call from a task on it):
@@ -155,16 +199,12 @@ pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<T
         state: Mutex::new(SinkState::default()),
         active: AtomicBool::new(true),
         writer_wake: Notify::new(),
+        read_paused: AtomicBool::new(false),
+        reader_wake: Notify::new(),
         reader: OnceLock::new(),
         peer,
     });
-    let client = TransportClient::new(
-        p.id,
-        local,
-        peer,
-        p.max_frame_size,
-        Box::new(SinkHandle(sink.clone())),
-    );
+    let client = TransportClient::new(p.id, local, peer, &p.conf, Box::new(SinkHandle(sink.clone())));
     for r in &p.registries {
         r.insert(&client);
     }
@@ -176,8 +216,9 @@ pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<T
         client: client.clone(),
         handler: p.handler.clone(),
         registries: p.registries,
+        _permit: p.permit,
     };
-    let decoder = FrameDecoder::new(p.max_frame_size, p.pool.clone());
+    let decoder = FrameDecoder::new(p.conf.max_frame_size, p.pool.clone());
     // The guard moves into the task, so it drops (and ends the connection) even
     // if the task is aborted before it first runs.
     let reader = tokio::spawn(read_loop(rd, decoder, p.pool, guard));
@@ -193,15 +234,17 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
     let handler = &*guard.handler;
     let mut read_size = INITIAL_READ;
     let outcome: Result<(), TransportError> = loop {
+        if client.should_pause_reading() {
+            guard.sink.pause_reading(client).await;
+        }
         if let Err(e) = rd.readable().await {
             break Err(TransportError::io("read from", client.peer_addr(), &e));
         }
-        let mut deliver = |f| client.handle_frame(f, handler);
-        let result = if decoder.pending_bytes() >= DIRECT_READ_MIN {
+        let read = if decoder.pending_bytes() >= DIRECT_READ_MIN {
             let buf = decoder.direct_read_buf().expect("a frame is in progress");
             match rd.try_read(buf) {
                 Ok(0) => break Ok(()),
-                Ok(n) => decoder.commit_direct_read(n, &mut deliver),
+                Ok(n) => Read::Direct(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
             }
@@ -212,11 +255,21 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
                 Ok(n) => {
                     read_size = next_read_size(read_size, n, buf.capacity());
                     buf.commit(n);
-                    decoder.decode(buf.freeze(), &mut deliver)
+                    Read::Chunk(buf.freeze())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
             }
+        };
+        // A limit passed while this read waited (by sends from another thread,
+        // say): its bytes wait too, so no frame is delivered over a limit.
+        if client.should_pause_reading() {
+            guard.sink.pause_reading(client).await;
+        }
+        let mut deliver = |f| client.handle_frame(f, handler);
+        let result = match read {
+            Read::Direct(n) => decoder.commit_direct_read(n, &mut deliver),
+            Read::Chunk(bytes) => decoder.decode(bytes, &mut deliver),
         };
         if let Err(source) = result {
             break Err(TransportError::Decode {
@@ -243,6 +296,14 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
         }
     };
     guard.sink.mark_closed(&reason);
+}
+
+/// What one read got.
+enum Read {
+    /// This many bytes, straight into the decoder's frame in progress.
+    Direct(usize),
+    /// Bytes in a pool buffer.
+    Chunk(Bytes),
 }
 
 /// Netty-style adaptive sizing: grow when a read filled the buffer, shrink when it used under a quarter.
@@ -293,7 +354,11 @@ async fn write_loop(
                     fail(&client, &*handler, std::io::ErrorKind::WriteZero.into());
                     return;
                 }
-                Ok(written) => queue.advance(written),
+                Ok(written) => {
+                    queue.advance(written);
+                    client.frames_written(written);
+                    sink.resume_reader_if_allowed(&client);
+                }
                 Err(e) => {
                     fail(&client, &*handler, e);
                     return;

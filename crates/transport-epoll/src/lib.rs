@@ -43,7 +43,7 @@ mod server;
 mod socket;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ use transport::{
 
 use crate::connection::ConnectionParams;
 use crate::event_loop::EventLoopGroup;
-use crate::server::{EpollServer, ServerHandle};
+use crate::server::{ConnectionPermit, EpollServer, ServerHandle};
 
 /// How long `connect` waits past the connect timeout for the event loop to answer.
 const CONNECT_GRACE: Duration = Duration::from_secs(5);
@@ -63,6 +63,8 @@ const CONNECT_GRACE: Duration = Duration::from_secs(5);
 /// The epoll (tokio) transport. Dropping it shuts it down.
 pub struct EpollTransport {
     conf: TransportConf,
+    /// `conf`, shared with every connection.
+    shared_conf: Arc<TransportConf>,
     pool: BufferPool,
     server_group: Mutex<Option<Arc<EventLoopGroup>>>,
     client_group: Mutex<Option<Arc<EventLoopGroup>>>,
@@ -101,6 +103,7 @@ impl EpollTransport {
     pub fn with_pool(conf: TransportConf, pool: BufferPool) -> Result<Self, TransportError> {
         conf.validate()?;
         Ok(Self {
+            shared_conf: Arc::new(conf.clone()),
             conf,
             pool,
             server_group: Mutex::new(None),
@@ -154,10 +157,11 @@ impl EpollTransport {
         registries.extend(extra);
         ConnectionParams {
             id,
-            max_frame_size: self.conf.max_frame_size,
+            conf: self.shared_conf.clone(),
             pool: self.pool.clone(),
             handler,
             registries,
+            permit: None,
         }
     }
 }
@@ -194,17 +198,24 @@ impl Transport for EpollTransport {
         };
         let conf = self.conf.clone();
         let template = self.params(ConnectionId(0), handler, Some(server.connections.clone()));
+        let (open, limit) = (Arc::new(AtomicUsize::new(0)), self.conf.connection_limit());
+        let refused = AtomicU64::new(0);
         let serve = move |id: ConnectionId, stream: TcpStream| {
+            let Some(permit) = ConnectionPermit::try_take(&open, limit) else {
+                // Dropping the stream closes it at once.
+                return server::log_refused(&refused, stream.peer_addr().ok(), limit);
+            };
             let std_stream = match stream.into_std() {
                 Ok(s) => s,
                 Err(e) => return tracing::warn!(error = %e, "dropping an accepted connection"),
             };
             let params = ConnectionParams {
                 id,
-                max_frame_size: template.max_frame_size,
+                conf: template.conf.clone(),
                 pool: template.pool.clone(),
                 handler: template.handler.clone(),
                 registries: template.registries.clone(),
+                permit: Some(permit),
             };
             let conf = conf.clone();
             group.next().spawn(async move {

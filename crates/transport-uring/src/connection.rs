@@ -8,17 +8,29 @@
 //!   When a frame is still missing at least `direct_read_min` bytes, the
 //!   multishot recv is cancelled and plain recvs go straight into that frame's
 //!   own buffer until it is complete.
+//! - **Limits**: [`EventLoop::arm_recv`] does not arm a recv while the
+//!   client says to pause reading ([`TransportClient::should_pause_reading`]:
+//!   too many bytes queued to write, or too many requests unanswered), and a
+//!   recv completion that finds it so cancels the multishot recv. Bytes that
+//!   recv still delivers before the cancellation lands are held, in order,
+//!   and decoded on resume, so no frame reaches the handler while the
+//!   connection is over a limit. The peer then gets TCP
+//!   backpressure. Every send completion and every queued frame (an answer
+//!   included) flushes the connection, which calls `arm_recv` again: it
+//!   re-arms once [`TransportClient::may_resume_reading`] holds.
 //! - **Close**: whatever ends the connection (EOF, an error, `close()`, the
 //!   transport's shutdown) goes through [`EventLoop::close_connection`]: the
 //!   sink refuses sends, outstanding RPCs fail, `channel_inactive` runs, in-flight
 //!   operations are cancelled, and the socket is closed once the last of their
 //!   CQEs is in, so no operation ever sees a reused descriptor.
 
+use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use io_uring::opcode;
 use transport::{
     BufferPool, ConnectionId, ConnectionRegistry, FrameDecoder, TransportClient, TransportError,
@@ -27,6 +39,7 @@ use transport::{
 
 use crate::ops::{Completion, Op};
 use crate::ring_loop::{Adopt, EventLoop};
+use crate::server::ConnectionPermit;
 use crate::sink::{SinkHandle, SinkShared};
 
 /// Everything a new connection needs; built by the server or the connector.
@@ -35,6 +48,16 @@ pub(crate) struct ConnectionParams {
     pub(crate) pool: BufferPool,
     pub(crate) handler: Arc<dyn TransportHandler>,
     pub(crate) registries: Vec<ConnectionRegistry>,
+    /// An accepted connection's place under its server's `max_connections`.
+    pub(crate) permit: Option<ConnectionPermit>,
+}
+
+/// Received bytes to feed to a connection's decoder.
+enum Chunk {
+    /// A provided buffer's bytes.
+    Bytes(Bytes),
+    /// This many bytes were read straight into the frame in progress.
+    Direct(usize),
 }
 
 /// A connection's state on its loop.
@@ -49,8 +72,15 @@ pub(crate) struct Connection {
     pub(crate) queue: Option<WriteQueue>,
     /// The recv in flight, and whether it is a direct one.
     recv: Option<(usize, bool)>,
-    /// A multishot recv is being cancelled to switch to direct reads.
-    switching: bool,
+    /// A multishot recv is being cancelled: to switch to direct reads, or to
+    /// pause reading.
+    cancelling: bool,
+    /// Reading is paused by the connection's limits: no recv is armed until
+    /// the client allows reading again.
+    read_paused: bool,
+    /// Bytes a multishot recv delivered after reading paused (before its
+    /// cancellation took effect), fed to the decoder, in order, on resume.
+    held: VecDeque<Bytes>,
     /// The send (or zero-copy notification) holding the queue.
     pub(crate) send: Option<usize>,
     pub(crate) dirty: bool,
@@ -58,6 +88,9 @@ pub(crate) struct Connection {
     registries: Vec<ConnectionRegistry>,
     /// The socket's index in the ring's file table, when registered there.
     pub(crate) fixed: Option<u32>,
+    /// Holds the connection's place under its server's `max_connections`
+    /// until it leaves the slab.
+    _permit: Option<ConnectionPermit>,
 }
 
 /// Builds an SQE on connection `$conn`'s socket: by its index in the ring's
@@ -118,8 +151,8 @@ impl EventLoop {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let sink = Arc::new(SinkShared::new(peer, key, p.id, Arc::downgrade(&self.handle)));
-        let max = self.conf.transport.max_frame_size;
-        let client = TransportClient::new(p.id, local, peer, max, Box::new(SinkHandle(sink.clone())));
+        let conf = &self.conf.transport;
+        let client = TransportClient::new(p.id, local, peer, conf, Box::new(SinkHandle(sink.clone())));
         for r in &p.registries {
             r.insert(&client);
         }
@@ -129,15 +162,18 @@ impl EventLoop {
             client: client.clone(),
             handler: p.handler.clone(),
             sink,
-            decoder: FrameDecoder::new(max, p.pool),
+            decoder: FrameDecoder::new(conf.max_frame_size, p.pool),
             queue: Some(WriteQueue::new()),
             recv: None,
-            switching: false,
+            cancelling: false,
+            read_paused: false,
+            held: VecDeque::new(),
             send: None,
             dirty: false,
             closing: false,
             registries: p.registries,
             fixed,
+            _permit: p.permit,
         });
         p.handler.channel_active(&client);
         // Arms the recv (and flushes anything `channel_active` sent) this turn.
@@ -145,8 +181,9 @@ impl EventLoop {
         Ok(client)
     }
 
-    /// Arms the connection's recv if none is in flight: direct into the frame
-    /// in progress when it is large, multishot into provided buffers otherwise.
+    /// Arms the connection's recv if none is in flight and its limits allow
+    /// reading: direct into the frame in progress when it is large, multishot
+    /// into provided buffers otherwise.
     pub(crate) fn arm_recv(&mut self, key: usize) {
         let direct_min = self.conf.uring.direct_read_min;
         let bgid = self.buf_ring.group();
@@ -156,7 +193,25 @@ impl EventLoop {
         if conn.closing || conn.recv.is_some() {
             return;
         }
-        conn.switching = false;
+        conn.read_paused = if conn.read_paused {
+            !conn.client.may_resume_reading()
+        } else {
+            conn.client.should_pause_reading()
+        };
+        if conn.read_paused {
+            return;
+        }
+        if !conn.held.is_empty() && !self.feed_held(key) {
+            // Still over a limit (or closed) after delivering some of them.
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.read_paused = true;
+            }
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.cancelling = false;
         let direct = conn.decoder.pending_bytes() >= direct_min;
         let op = if direct {
             let buf = conn.decoder.direct_read_buf().unwrap_or_default();
@@ -180,7 +235,7 @@ impl EventLoop {
     }
 
     /// Handles a recv completion: feeds the decoder, then re-arms, switches
-    /// to direct reads, or closes.
+    /// to direct reads, pauses, or closes.
     pub(crate) fn on_recv(&mut self, op: usize, c: Completion, direct: bool) {
         let conn_key = match self.ops.get_mut(op) {
             Some(Op::Recv(k) | Op::RecvDirect(k)) => *k,
@@ -214,32 +269,28 @@ impl EventLoop {
         let peer = conn.client.peer_addr();
         let outcome = match c.result {
             n if n > 0 => {
-                let Connection {
-                    decoder,
-                    client,
-                    handler,
-                    ..
-                } = conn;
-                // A panicking handler or callback ends its connection, not the loop.
-                let decoded = catch_unwind(AssertUnwindSafe(|| {
-                    let mut deliver = |f| client.handle_frame(f, &**handler);
-                    let pending = decoder.pending_bytes();
-                    if direct && pending > 0 {
-                        decoder.commit_direct_read((n as usize).min(pending), &mut deliver)
-                    } else if let Some(bytes) = data {
-                        decoder.decode(bytes, &mut deliver)
-                    } else {
-                        Ok(())
+                let pending = conn.decoder.pending_bytes();
+                let chunk = if direct && pending > 0 {
+                    Some(Chunk::Direct((n as usize).min(pending)))
+                } else {
+                    data.map(Chunk::Bytes)
+                };
+                let open = match chunk {
+                    // Reading is paused (the multishot recv is being cancelled):
+                    // keep the bytes, in order, until the limits allow again.
+                    Some(Chunk::Bytes(bytes))
+                        if !conn.held.is_empty() || conn.client.should_pause_reading() =>
+                    {
+                        conn.held.push_back(bytes);
+                        true
                     }
-                }));
-                match decoded {
-                    Ok(result) => result.map_err(|source| Some(TransportError::Decode { peer, source })),
-                    Err(_) => {
-                        let reason = "a handler or response callback panicked".to_string();
-                        self.close_connection(conn_key, Some(reason), None);
-                        return;
-                    }
+                    Some(chunk) => self.feed(conn_key, chunk),
+                    None => true,
+                };
+                if !open {
+                    return;
                 }
+                Ok(())
             }
             0 => Err(None),
             // The ring ran dry or a switch to direct reads: the recv has ended
@@ -251,35 +302,108 @@ impl EventLoop {
                 &std::io::Error::from_raw_os_error(-e),
             ))),
         };
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return;
+        };
         match outcome {
-            Ok(()) => {
+            Ok(()) => match conn.recv {
+                None => self.mark_dirty(conn_key),
+                Some((recv_op, false))
+                    if !conn.cancelling
+                        && (conn.decoder.pending_bytes() >= direct_min
+                            || conn.client.should_pause_reading()) =>
+                {
+                    // Its final CQE (-ECANCELED) re-arms through `arm_recv`,
+                    // which picks direct reads or stays paused.
+                    conn.cancelling = true;
+                    self.ops.cancel(recv_op);
+                }
+                Some(_) => {}
+            },
+            // The peer closed: what it sent before still counts, held bytes included.
+            Err(None) => {
+                let held = std::mem::take(&mut conn.held);
+                for bytes in held {
+                    if !self.feed(conn_key, Chunk::Bytes(bytes)) {
+                        return;
+                    }
+                }
                 let Some(conn) = self.conns.get_mut(conn_key) else {
                     return;
                 };
-                match conn.recv {
-                    None => self.mark_dirty(conn_key),
-                    Some((recv_op, false))
-                        if !conn.switching && conn.decoder.pending_bytes() >= direct_min =>
-                    {
-                        conn.switching = true;
-                        self.ops.cancel(recv_op);
+                match conn.decoder.finish() {
+                    Ok(()) => {
+                        self.close_connection(conn_key, Some("the peer closed the connection".into()), None)
                     }
-                    Some(_) => {}
+                    Err(source) => {
+                        let e = TransportError::Decode {
+                            peer: conn.client.peer_addr(),
+                            source,
+                        };
+                        self.close_connection(conn_key, Some(e.to_string()), Some(e));
+                    }
                 }
             }
-            Err(None) => match conn.decoder.finish() {
-                Ok(()) => {
-                    self.close_connection(conn_key, Some("the peer closed the connection".into()), None)
-                }
-                Err(source) => {
-                    let e = TransportError::Decode {
-                        peer: conn.client.peer_addr(),
-                        source,
-                    };
-                    self.close_connection(conn_key, Some(e.to_string()), Some(e));
-                }
-            },
             Err(Some(e)) => self.close_connection(conn_key, Some(e.to_string()), Some(e)),
+        }
+    }
+
+    /// Feeds `chunk` to connection `key`'s decoder, delivering every whole
+    /// frame in it to the handler. Returns false when that closed the
+    /// connection: the bytes did not decode, or a handler or response
+    /// callback panicked (which ends its connection, not the loop).
+    fn feed(&mut self, key: usize, chunk: Chunk) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Connection {
+            decoder,
+            client,
+            handler,
+            ..
+        } = conn;
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            let mut deliver = |f| client.handle_frame(f, &**handler);
+            match chunk {
+                Chunk::Direct(n) => decoder.commit_direct_read(n, &mut deliver),
+                Chunk::Bytes(bytes) => decoder.decode(bytes, &mut deliver),
+            }
+        }));
+        let (reason, error) = match decoded {
+            Ok(Ok(())) => return true,
+            Ok(Err(source)) => {
+                let e = TransportError::Decode {
+                    peer: client.peer_addr(),
+                    source,
+                };
+                (e.to_string(), Some(e))
+            }
+            Err(_) => ("a handler or response callback panicked".to_string(), None),
+        };
+        self.close_connection(key, Some(reason), error);
+        false
+    }
+
+    /// Feeds the bytes held while reading was paused, oldest first, while the
+    /// limits allow. Returns whether none is left (false also when feeding
+    /// closed the connection).
+    fn feed_held(&mut self, key: usize) -> bool {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return false;
+            };
+            if conn.held.is_empty() {
+                return true;
+            }
+            if conn.client.should_pause_reading() {
+                return false;
+            }
+            let Some(bytes) = conn.held.pop_front() else {
+                return true;
+            };
+            if !self.feed(key, Chunk::Bytes(bytes)) {
+                return false;
+            }
         }
     }
 

@@ -144,7 +144,7 @@ impl EventLoop {
                     let whole = c.result >= 0 && written == batch.remaining_bytes();
                     if whole {
                         self.ops.put(op, Op::ZcNotify(batch, None));
-                        self.send_done(conn, Some(WriteQueue::new()), c.result);
+                        self.send_done(conn, Some(WriteQueue::new()), c.result, written);
                     } else {
                         self.ops.put(op, Op::ZcNotify(batch, Some((conn, written))));
                         if c.result < 0 {
@@ -153,7 +153,7 @@ impl EventLoop {
                     }
                 } else {
                     self.ops.finish(op);
-                    self.send_done(conn, Some(batch.into_queue(written)), c.result);
+                    self.send_done(conn, Some(batch.into_queue(written)), c.result, written);
                 }
             }
             Some(Op::ZcNotify(batch, resume)) => {
@@ -163,7 +163,9 @@ impl EventLoop {
                 }
                 self.ops.finish(op);
                 match resume {
-                    Some((conn, written)) => self.send_done(conn, Some(batch.into_queue(written)), 0),
+                    Some((conn, written)) => {
+                        self.send_done(conn, Some(batch.into_queue(written)), 0, written)
+                    }
                     None => drop(batch),
                 }
             }
@@ -172,11 +174,14 @@ impl EventLoop {
         }
     }
 
-    /// The connection gets its queue back; continues, or fails on `result < 0`.
-    fn send_done(&mut self, key: usize, queue: Option<WriteQueue>, result: i32) {
+    /// The connection gets its queue back, `written` bytes fewer; continues
+    /// (which re-arms a recv paused by the connection's limits, when they
+    /// allow), or fails on `result < 0`.
+    fn send_done(&mut self, key: usize, queue: Option<WriteQueue>, result: i32, written: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        conn.client.frames_written(written);
         conn.send = None;
         conn.queue = queue;
         if result < 0 {

@@ -1,10 +1,13 @@
 //! `UringServer`: a listening socket with a multishot accept on one loop of
 //! the server group; each accepted connection goes to the next loop of the
 //! group, round robin (Netty's boss / worker split, with one group).
+//!
+//! A connection accepted while the server already has `max_connections` open
+//! is closed at once (and logged); the others are unaffected.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use io_uring::{opcode, types};
@@ -30,6 +33,10 @@ pub(crate) struct ServerShared {
     /// until its accept has completed, so the descriptor is never reused early.
     listener: Mutex<Option<Arc<TcpListener>>>,
     home: Weak<LoopHandle>,
+    /// Accepted connections open now (held by their [`ConnectionPermit`]s).
+    open: Arc<AtomicUsize>,
+    /// Connections closed for being over `max_connections`, for the log.
+    refused: AtomicU64,
 }
 
 impl ServerShared {
@@ -44,6 +51,8 @@ impl ServerShared {
             closed: AtomicBool::new(false),
             listener: Mutex::new(Some(listener)),
             home,
+            open: Arc::new(AtomicUsize::new(0)),
+            refused: AtomicU64::new(0),
         })
     }
 
@@ -209,9 +218,15 @@ impl EventLoop {
         }
     }
 
-    /// Hands an accepted stream to the next loop of the group.
+    /// Hands an accepted stream to the next loop of the group, or closes it
+    /// when the server is at `max_connections`.
     fn place(&mut self, key: usize, stream: TcpStream) {
         let l = &self.listeners[key].listen;
+        let limit = l.conf.connection_limit();
+        let Some(permit) = ConnectionPermit::try_take(&l.server.open, limit) else {
+            // Dropping the stream closes it at once.
+            return log_refused(&l.server.refused, stream.peer_addr().ok(), limit);
+        };
         if let Err(e) = socket::configure(&stream, &l.conf) {
             tracing::warn!(error = %e, "dropping an accepted connection");
             return;
@@ -223,6 +238,7 @@ impl EventLoop {
                 pool: l.pool.clone(),
                 handler: l.handler.clone(),
                 registries: l.registries.clone(),
+                permit: Some(permit),
             },
             reply: None,
         };
@@ -235,8 +251,80 @@ impl EventLoop {
     }
 }
 
+/// A connection's place under its server's `max_connections`: taken when the
+/// connection is accepted, given back when it is dropped (once the connection
+/// has left its loop's slab).
+pub(crate) struct ConnectionPermit(Arc<AtomicUsize>);
+
+impl ConnectionPermit {
+    /// Takes a place if fewer than `limit` are taken in `open`.
+    fn try_take(open: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Logs a connection closed for being over `max_connections`: the 1st, 10th,
+/// 100th, ... of a server at `warn` (a flood of connections cannot flood the
+/// log), the others at `debug`.
+fn log_refused(refused: &AtomicU64, peer: Option<SocketAddr>, limit: usize) {
+    let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+    let peer = peer.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string());
+    if is_power_of_ten(n) {
+        tracing::warn!(
+            %peer, limit, refused_so_far = n,
+            "closing a new connection: the server already has `max_connections` connections open; \
+             raise `max_connections` (RPC_MAX_CONNECTIONS) if this load is legitimate"
+        );
+    } else {
+        tracing::debug!(%peer, limit, refused_so_far = n, "closing a new connection over `max_connections`");
+    }
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
 impl ServerShared {
     fn close_flag(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_stop_at_the_limit_and_come_back_when_dropped() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let a = ConnectionPermit::try_take(&open, 2).unwrap();
+        let _b = ConnectionPermit::try_take(&open, 2).unwrap();
+        assert!(ConnectionPermit::try_take(&open, 2).is_none());
+        drop(a);
+        assert!(ConnectionPermit::try_take(&open, 2).is_some());
+        assert_eq!(
+            open.load(Ordering::Acquire),
+            1,
+            "the permit taken above was dropped at once"
+        );
+    }
+
+    #[test]
+    fn refusals_are_logged_at_powers_of_ten() {
+        let logged: Vec<u64> = (1..=1000).filter(|&n| is_power_of_ten(n)).collect();
+        assert_eq!(logged, [1, 10, 100, 1000]);
     }
 }

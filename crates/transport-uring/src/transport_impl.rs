@@ -261,6 +261,7 @@ impl UringTransport {
                 pool: self.loop_conf.pool.clone(),
                 handler,
                 registries: vec![self.connections.clone()],
+                permit: None,
             },
             reply: Some(tx),
         })));

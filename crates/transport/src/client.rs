@@ -7,15 +7,24 @@
 //! replies, and how it sends to a connected client at any time (Spark's
 //! reverse client): the server side holds a `TransportClient` for every
 //! accepted connection too. The bytes go through the backend's [`FrameSink`].
+//!
+//! It also keeps the two counts a backend needs to apply the per-connection
+//! limits of [`TransportConf`] (see [`should_pause_reading`](TransportClient::should_pause_reading)):
+//! bytes queued and not yet written ([`queued_bytes`](TransportClient::queued_bytes)),
+//! and requests received and not yet answered
+//! ([`in_flight_requests`](TransportClient::in_flight_requests)). Each costs
+//! one atomic add when a frame is queued or delivered and one when it is
+//! written or answered: no lock, no allocation.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::conf::TransportConf;
 use crate::error::TransportError;
 use crate::frame::{EncodedFrame, Frame};
 use crate::transport::TransportHandler;
@@ -110,6 +119,16 @@ struct Inner {
     sink: Box<dyn FrameSink>,
     outstanding: Mutex<HashMap<i64, ResponseHandler>>,
     next_request_id: AtomicI64,
+    /// `max_queued_bytes_per_connection`, bytes, `usize::MAX` for none.
+    max_queued_bytes: usize,
+    /// `max_in_flight_requests_per_connection`, a count, `usize::MAX` for none.
+    max_in_flight: usize,
+    /// `max_outstanding_rpcs_per_connection`, a count, `usize::MAX` for none.
+    max_outstanding: usize,
+    /// Bytes of frames handed to the sink and not yet reported written.
+    queued_bytes: AtomicUsize,
+    /// RpcRequests delivered to the handler and not yet answered.
+    in_flight_requests: AtomicUsize,
 }
 
 /// A handle to one connection. Cheap to clone; all clones are the same connection.
@@ -129,13 +148,16 @@ impl fmt::Debug for TransportClient {
 }
 
 impl TransportClient {
-    /// Wraps a backend connection. For backends; users get clients from
+    /// Wraps a backend connection, applying `conf`'s `max_frame_size` and
+    /// per-connection limits (`max_queued_bytes_per_connection`,
+    /// `max_in_flight_requests_per_connection`, `max_outstanding_rpcs_per_connection`).
+    /// For backends; users get clients from
     /// [`Transport::connect`](crate::Transport::connect) and handler callbacks.
     pub fn new(
         id: ConnectionId,
         local_addr: SocketAddr,
         peer_addr: SocketAddr,
-        max_frame_size: u64,
+        conf: &TransportConf,
         sink: Box<dyn FrameSink>,
     ) -> Self {
         Self {
@@ -143,10 +165,15 @@ impl TransportClient {
                 id,
                 local_addr,
                 peer_addr,
-                max_frame_size,
+                max_frame_size: conf.max_frame_size,
                 sink,
                 outstanding: Mutex::new(HashMap::new()),
                 next_request_id: AtomicI64::new(0),
+                max_queued_bytes: conf.queued_bytes_limit(),
+                max_in_flight: conf.in_flight_requests_limit(),
+                max_outstanding: conf.outstanding_rpcs_limit(),
+                queued_bytes: AtomicUsize::new(0),
+                in_flight_requests: AtomicUsize::new(0),
             }),
         }
     }
@@ -174,6 +201,66 @@ impl TransportClient {
     /// RPCs sent on this connection and not yet answered.
     pub fn outstanding_rpcs(&self) -> usize {
         self.outstanding().len()
+    }
+
+    /// Bytes of frames (headers and bodies) queued on this connection and not
+    /// yet written to its socket, as far as the backend has reported
+    /// ([`frames_written`](Self::frames_written)). 0 once the connection has closed.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued_bytes.load(Ordering::SeqCst)
+    }
+
+    /// RpcRequests that arrived on this connection, were handed to the handler
+    /// and have not been answered yet with [`send_response`](Self::send_response)
+    /// or [`send_failure`](Self::send_failure). 0 once the connection has closed.
+    pub fn in_flight_requests(&self) -> usize {
+        self.inner.in_flight_requests.load(Ordering::SeqCst)
+    }
+
+    /// Whether the backend should stop reading from this connection: more than
+    /// `max_queued_bytes_per_connection` bytes are queued to write, or
+    /// `max_in_flight_requests_per_connection` requests are unanswered. For
+    /// backends: check before reading and before decoding what a read got
+    /// (the frames of one read being decoded are all delivered). Two integer compares.
+    pub fn should_pause_reading(&self) -> bool {
+        self.queued_bytes() > self.inner.max_queued_bytes
+            || self.in_flight_requests() >= self.inner.max_in_flight
+    }
+
+    /// Whether a connection whose reading was paused may read again: at most
+    /// half of `max_queued_bytes_per_connection` is queued (a low watermark, so
+    /// a connection does not flap around the bound) and fewer than
+    /// `max_in_flight_requests_per_connection` requests are unanswered. For
+    /// backends: check after a write or a queued answer.
+    pub fn may_resume_reading(&self) -> bool {
+        self.queued_bytes() <= self.inner.max_queued_bytes / 2
+            && self.in_flight_requests() < self.inner.max_in_flight
+    }
+
+    /// Reports that `bytes` bytes of queued frames were written to the socket
+    /// (or given to the kernel), lowering [`queued_bytes`](Self::queued_bytes).
+    /// For backends, after every write.
+    pub fn frames_written(&self, bytes: usize) {
+        saturating_sub(&self.inner.queued_bytes, bytes);
+    }
+
+    /// Hands `frame` to the sink, counting its bytes as queued until written.
+    fn queue(&self, frame: EncodedFrame) -> Result<(), TransportError> {
+        let len = frame.len();
+        // Counted before the sink has it, so a writer can never report it written first.
+        self.inner.queued_bytes.fetch_add(len, Ordering::SeqCst);
+        let sent = self.inner.sink.send(frame);
+        if sent.is_err() {
+            saturating_sub(&self.inner.queued_bytes, len);
+        }
+        sent
+    }
+
+    /// An answer to a received request is about to be queued. Counted down
+    /// before the answer reaches the sink, so that the backend, woken by that
+    /// answer, sees the new count when it decides whether to read again.
+    fn answering(&self) {
+        saturating_sub(&self.inner.in_flight_requests, 1);
     }
 
     fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<i64, ResponseHandler>> {
@@ -209,8 +296,10 @@ impl TransportClient {
     ///
     /// # Errors
     /// [`TransportError::FrameTooLarge`] when the frame would exceed the maximum
-    /// frame size; [`TransportError::ConnectionClosed`] when the connection is
-    /// closed. In both cases `callback` is dropped without being called.
+    /// frame size; [`TransportError::TooManyOutstandingRpcs`] when
+    /// `max_outstanding_rpcs_per_connection` RPCs already await their answer
+    /// on this connection; [`TransportError::ConnectionClosed`] when the
+    /// connection is closed. In each case `callback` is dropped without being called.
     pub fn send_rpc(
         &self,
         body: Bytes,
@@ -256,8 +345,18 @@ impl TransportClient {
             Err(e) => return Err((e, handler)),
         };
         // Register before sending: the response may arrive before `send` returns.
-        self.outstanding().insert(request_id, handler);
-        if let Err(e) = self.inner.sink.send(frame) {
+        {
+            let mut outstanding = self.outstanding();
+            if outstanding.len() >= self.inner.max_outstanding {
+                let e = TransportError::TooManyOutstandingRpcs {
+                    peer: self.inner.peer_addr,
+                    limit: self.inner.max_outstanding,
+                };
+                return Err((e, handler));
+            }
+            outstanding.insert(request_id, handler);
+        }
+        if let Err(e) = self.queue(frame) {
             return match self.outstanding().remove(&request_id) {
                 Some(handler) => Err((e, handler)),
                 // Already failed by `connection_closed`, which called it.
@@ -280,25 +379,33 @@ impl TransportClient {
     /// As [`send_rpc`](Self::send_rpc).
     pub fn send_one_way(&self, body: Bytes) -> Result<(), TransportError> {
         let frame = self.encode(|| EncodedFrame::one_way(body))?;
-        self.inner.sink.send(frame)
+        self.queue(frame)
     }
 
-    /// Answers request `request_id` that arrived on this connection with an RpcResponse.
+    /// Answers request `request_id` that arrived on this connection with an
+    /// RpcResponse; once encoded, the request no longer counts as in flight
+    /// ([`in_flight_requests`](Self::in_flight_requests)). Answer each request
+    /// once: a second answer is sent too, but would count another request as answered.
     ///
     /// # Errors
-    /// As [`send_rpc`](Self::send_rpc).
+    /// [`TransportError::FrameTooLarge`] (the request stays in flight: answer
+    /// it with [`send_failure`](Self::send_failure)) and
+    /// [`TransportError::ConnectionClosed`].
     pub fn send_response(&self, request_id: i64, body: Bytes) -> Result<(), TransportError> {
         let frame = self.encode(|| EncodedFrame::rpc_response(request_id, body))?;
-        self.inner.sink.send(frame)
+        self.answering();
+        self.queue(frame)
     }
 
-    /// Answers request `request_id` with an RpcFailure carrying `error`.
+    /// Answers request `request_id` with an RpcFailure carrying `error`; as
+    /// [`send_response`](Self::send_response), it stops counting as in flight.
     ///
     /// # Errors
-    /// As [`send_rpc`](Self::send_rpc).
+    /// As [`send_response`](Self::send_response).
     pub fn send_failure(&self, request_id: i64, error: &str) -> Result<(), TransportError> {
         let frame = self.encode(|| EncodedFrame::rpc_failure(request_id, error))?;
-        self.inner.sink.send(frame)
+        self.answering();
+        self.queue(frame)
     }
 
     /// Closes the connection. Outstanding RPCs fail with
@@ -318,7 +425,10 @@ impl TransportClient {
     /// id. For backends; call on the connection's event-loop thread.
     pub fn handle_frame(&self, frame: Frame, handler: &dyn TransportHandler) {
         match frame {
-            Frame::RpcRequest { request_id, body } => handler.receive_rpc(self, request_id, body),
+            Frame::RpcRequest { request_id, body } => {
+                self.inner.in_flight_requests.fetch_add(1, Ordering::SeqCst);
+                handler.receive_rpc(self, request_id, body)
+            }
             Frame::OneWayMessage { body } => handler.receive_one_way(self, body),
             Frame::RpcResponse { request_id, body } => self.complete(request_id, Ok(body)),
             Frame::RpcFailure { request_id, error } => {
@@ -339,10 +449,13 @@ impl TransportClient {
         }
     }
 
-    /// Fails every outstanding RPC with `ConnectionClosed { reason }`. For
-    /// backends: call once the sink refuses new frames, so no RPC can be
-    /// registered after this and never answered.
+    /// Fails every outstanding RPC with `ConnectionClosed { reason }`, and
+    /// zeroes the queued-bytes and in-flight counts (the backend drops what was
+    /// queued). For backends: call once the sink refuses new frames, so no RPC
+    /// can be registered after this and never answered.
     pub fn connection_closed(&self, reason: &str) {
+        self.inner.queued_bytes.store(0, Ordering::SeqCst);
+        self.inner.in_flight_requests.store(0, Ordering::SeqCst);
         let pending: Vec<_> = self.outstanding().drain().collect();
         for (request_id, handler) in pending {
             handler.call(
@@ -355,3 +468,12 @@ impl TransportClient {
         }
     }
 }
+
+/// `counter -= n`, stopping at 0 (a late report after a reset, or a request
+/// answered twice, must not wrap the count around).
+fn saturating_sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
+}
+
+#[cfg(test)]
+mod tests;

@@ -110,6 +110,32 @@ pub enum ConfError {
 /// | `tcp_nodelay` | `RPC_TCP_NODELAY` | true | (always on in Spark) |
 /// | `pool_max_bytes` | `RPC_POOL_MAX_BYTES` | 67108864 (64 MiB) | (Netty allocator arenas) |
 /// | `auth_secret` | `RPC_AUTH_SECRET` | none: no authentication | `spark.authenticate` + `spark.authenticate.secret` |
+/// | `max_connections` | `RPC_MAX_CONNECTIONS` | 10000 per server; 0 = unlimited | (none in Spark) |
+/// | `max_queued_bytes_per_connection` | `RPC_MAX_QUEUED_BYTES_PER_CONNECTION` | 16777216 (16 MiB); 0 = unlimited | (none in Spark) |
+/// | `max_in_flight_requests_per_connection` | `RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION` | 4096; 0 = unlimited | (none in Spark) |
+/// | `max_outstanding_rpcs_per_connection` | `RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION` | 0 = unlimited | (none in Spark) |
+///
+/// The last four bound what one peer can make a process hold; what happens
+/// at each is on its field. Defaults:
+///
+/// - `max_connections` 10,000: this project opens one connection per peer
+///   process (`connections_per_peer`), so even a driver of thousands of
+///   executors stays well below it; it is there to stop a flood of
+///   connections before it exhausts descriptors, not to shape normal load.
+/// - `max_queued_bytes_per_connection` 16 MiB: far above what a healthy
+///   connection queues (a reply waits only until the socket takes it), so
+///   normal traffic, 1 MiB messages included, never pauses on it; it only
+///   stops a peer that does not read its answers from making the server
+///   buffer them without end.
+/// - `max_in_flight_requests_per_connection` 4096: Spark has no such bound
+///   (its inbox grows without limit). 4096 is 64 times the deepest pipeline
+///   of the benchmark (64 in flight per connection), and bounds the number of
+///   request bodies one connection can make the handlers hold.
+/// - `max_outstanding_rpcs_per_connection` none: the sending side is already
+///   held back by the receiver's `max_in_flight_requests_per_connection` (its
+///   requests wait in TCP), and an RPC layer that issues thousands of
+///   concurrent asks on one connection should see them answered, not refused.
+///   Set it to fail fast, with a typed error, instead of queueing.
 ///
 /// `Debug` prints `auth_secret` as `Some("<redacted>")`, never the secret itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -138,6 +164,28 @@ pub struct TransportConf {
     /// before any RPC flows (see [`crate::auth`]); `None` (or an empty value)
     /// turns authentication off.
     pub auth_secret: Option<String>,
+    /// Accepted connections one server keeps open at once, a count; 0 means no
+    /// limit. A connection accepted over it is closed at once (the peer sees
+    /// its connection closed before any answer) and logged at `warn`; the
+    /// connections already open are unaffected.
+    pub max_connections: usize,
+    /// Bytes of frames queued on one connection and not yet written to its
+    /// socket above which the backend stops reading from that connection; 0
+    /// means no limit. Reading resumes once the queue is at most half of it.
+    /// Sends are never refused or dropped for it (the queue may pass it by
+    /// what handlers already sent): a peer that never reads its answers gets
+    /// TCP backpressure instead of making this process buffer them.
+    pub max_queued_bytes_per_connection: usize,
+    /// Requests received on one connection and in flight, a count; 0 means no
+    /// limit: RpcRequests handed to the handler and not yet answered
+    /// (`send_response` / `send_failure`). At the limit the backend stops
+    /// reading from that connection until an answer goes out.
+    pub max_in_flight_requests_per_connection: usize,
+    /// RPCs sent on one connection and awaiting their answer, a count; 0 means
+    /// no limit. `send_rpc` past it fails at once with
+    /// [`TransportError::TooManyOutstandingRpcs`](crate::TransportError::TooManyOutstandingRpcs),
+    /// sending nothing and leaving the connection open.
+    pub max_outstanding_rpcs_per_connection: usize,
 }
 
 impl fmt::Debug for TransportConf {
@@ -154,6 +202,19 @@ impl fmt::Debug for TransportConf {
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("pool_max_bytes", &self.pool_max_bytes)
             .field("auth_secret", &self.auth_secret.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_queued_bytes_per_connection",
+                &self.max_queued_bytes_per_connection,
+            )
+            .field(
+                "max_in_flight_requests_per_connection",
+                &self.max_in_flight_requests_per_connection,
+            )
+            .field(
+                "max_outstanding_rpcs_per_connection",
+                &self.max_outstanding_rpcs_per_connection,
+            )
             .finish()
     }
 }
@@ -172,12 +233,16 @@ impl Default for TransportConf {
             tcp_nodelay: true,
             pool_max_bytes: 64 << 20,
             auth_secret: None,
+            max_connections: 10_000,
+            max_queued_bytes_per_connection: 16 << 20,
+            max_in_flight_requests_per_connection: 4096,
+            max_outstanding_rpcs_per_connection: 0,
         }
     }
 }
 
 /// Every key, in the order of the module table.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 15] = [
     "io_mode",
     "server_threads",
     "client_threads",
@@ -189,6 +254,10 @@ pub const KEYS: [&str; 11] = [
     "tcp_nodelay",
     "pool_max_bytes",
     "auth_secret",
+    "max_connections",
+    "max_queued_bytes_per_connection",
+    "max_in_flight_requests_per_connection",
+    "max_outstanding_rpcs_per_connection",
 ];
 
 /// Prefix of the environment variables that override keys.
@@ -210,6 +279,7 @@ impl TransportConf {
     /// when `value` does not parse or is out of range.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfError> {
         const COUNT: &str = "a whole number >= 0";
+        const UNLIMITED: &str = "a whole number >= 0 (0 = no limit)";
         match key {
             "io_mode" => self.io_mode = value.parse()?,
             "server_threads" => self.server_threads = parse_num(key, value, COUNT)?,
@@ -224,6 +294,17 @@ impl TransportConf {
             "tcp_nodelay" => self.tcp_nodelay = parse_num(key, value, "true or false")?,
             "pool_max_bytes" => self.pool_max_bytes = parse_num(key, value, COUNT)?,
             "auth_secret" => self.auth_secret = (!value.is_empty()).then(|| value.to_string()),
+            "max_connections" => self.max_connections = parse_num(key, value, UNLIMITED)?,
+            "max_queued_bytes_per_connection" => {
+                self.max_queued_bytes_per_connection =
+                    parse_num(key, value, "bytes, a whole number >= 0 (0 = no limit)")?
+            }
+            "max_in_flight_requests_per_connection" => {
+                self.max_in_flight_requests_per_connection = parse_num(key, value, UNLIMITED)?
+            }
+            "max_outstanding_rpcs_per_connection" => {
+                self.max_outstanding_rpcs_per_connection = parse_num(key, value, UNLIMITED)?
+            }
             _ => {
                 return Err(ConfError::UnknownKey {
                     key: key.into(),
@@ -358,6 +439,26 @@ impl TransportConf {
         Duration::from_millis(self.connect_timeout_ms)
     }
 
+    /// [`max_connections`](Self::max_connections) with 0 (no limit) as `usize::MAX`.
+    pub fn connection_limit(&self) -> usize {
+        no_limit_as_max(self.max_connections)
+    }
+
+    /// [`max_queued_bytes_per_connection`](Self::max_queued_bytes_per_connection), in bytes, with 0 (no limit) as `usize::MAX`.
+    pub fn queued_bytes_limit(&self) -> usize {
+        no_limit_as_max(self.max_queued_bytes_per_connection)
+    }
+
+    /// [`max_in_flight_requests_per_connection`](Self::max_in_flight_requests_per_connection) with 0 (no limit) as `usize::MAX`.
+    pub fn in_flight_requests_limit(&self) -> usize {
+        no_limit_as_max(self.max_in_flight_requests_per_connection)
+    }
+
+    /// [`max_outstanding_rpcs_per_connection`](Self::max_outstanding_rpcs_per_connection) with 0 (no limit) as `usize::MAX`.
+    pub fn outstanding_rpcs_limit(&self) -> usize {
+        no_limit_as_max(self.max_outstanding_rpcs_per_connection)
+    }
+
     /// Server event-loop threads to run, given `cores` available: `server_threads`, or `min(cores, 8)` when 0.
     pub fn resolved_server_threads(&self, cores: usize) -> usize {
         resolve_threads(self.server_threads, cores)
@@ -367,6 +468,10 @@ impl TransportConf {
     pub fn resolved_client_threads(&self, cores: usize) -> usize {
         resolve_threads(self.client_threads, cores)
     }
+}
+
+fn no_limit_as_max(limit: usize) -> usize {
+    if limit == 0 { usize::MAX } else { limit }
 }
 
 fn resolve_threads(configured: usize, cores: usize) -> usize {

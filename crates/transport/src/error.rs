@@ -135,6 +135,19 @@ pub enum TransportError {
         /// The configured maximum, in bytes.
         max: u64,
     },
+    /// `send_rpc` on a connection that already has
+    /// `max_outstanding_rpcs_per_connection` RPCs awaiting their answer; the
+    /// RPC was not sent and the connection stays open.
+    #[error(
+        "{limit} RPCs already await their answers on the connection to {peer}; wait for some to be \
+         answered, or raise `max_outstanding_rpcs_per_connection` (RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION)"
+    )]
+    TooManyOutstandingRpcs {
+        /// The remote address.
+        peer: SocketAddr,
+        /// The configured limit, a count of RPCs.
+        limit: usize,
+    },
     /// The peer answered the RPC with an RpcFailure.
     #[error("remote failure: {message}")]
     RemoteFailure {

@@ -76,6 +76,22 @@ pub trait TransportServer: Send + Sync {
 ///    the handler as slices of those buffers, not copies.
 /// 5. **Limits.** Refuse a frame whose length exceeds `max_frame_size` before
 ///    buffering its body (the decoder does this) and close the connection.
+///    So the bytes a connection buffers before handing them to the handler
+///    are at most `max_frame_size` (one frame in progress) plus what one read
+///    returned (on io_uring, the completions of a multishot recv before a
+///    pause cancelled it); bodies the handler keeps stay alive as long as it holds them,
+///    and [`max_in_flight_requests_per_connection`](TransportConf::max_in_flight_requests_per_connection)
+///    bounds how many requests it can be holding.
+///    Before reading, and before decoding what a read got, ask
+///    [`TransportClient::should_pause_reading`]; while it says so, read and
+///    deliver nothing more from that connection (bytes already read wait, in
+///    order; the frames of a read being decoded are all delivered) until
+///    [`TransportClient::may_resume_reading`] holds again, re-checking after
+///    every write and every frame queued; other connections go on being served. Report written bytes with
+///    [`TransportClient::frames_written`]. Never refuse or drop a send because
+///    of these limits. Close a connection accepted while its server already
+///    has [`max_connections`](TransportConf::max_connections) open at once,
+///    logging the peer at `warn`, without touching the others.
 /// 6. **Shutdown.** [`Transport::shutdown`] closes every server and
 ///    connection, fails outstanding RPCs, and joins the event-loop threads; no
 ///    file descriptor stays open.

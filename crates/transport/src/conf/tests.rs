@@ -93,3 +93,42 @@ fn from_file_reports_the_path() {
     let e = TransportConf::from_file("/nonexistent/rpc.toml").unwrap_err();
     assert!(e.to_string().contains("/nonexistent/rpc.toml"));
 }
+
+#[test]
+fn limit_keys_from_toml_and_env_with_zero_as_no_limit() {
+    let d = TransportConf::default();
+    assert_eq!(
+        (
+            d.max_connections,
+            d.max_queued_bytes_per_connection,
+            d.max_in_flight_requests_per_connection
+        ),
+        (10_000, 16 << 20, 4096)
+    );
+    assert_eq!(
+        d.outstanding_rpcs_limit(),
+        usize::MAX,
+        "outstanding RPCs are not limited by default"
+    );
+    let mut c = TransportConf::from_toml_str(
+        "[transport]\nmax_connections = 3\nmax_queued_bytes_per_connection = 1048576\n",
+    )
+    .unwrap();
+    assert_eq!((c.connection_limit(), c.queued_bytes_limit()), (3, 1 << 20));
+    c.apply_env_vars([
+        ("RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION", "0"),
+        ("RPC_MAX_CONNECTIONS", "0"),
+        ("RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION", "64"),
+    ])
+    .unwrap();
+    assert_eq!(c.outstanding_rpcs_limit(), 64);
+    assert_eq!(c.in_flight_requests_limit(), usize::MAX);
+    assert_eq!(c.connection_limit(), usize::MAX);
+    let e = TransportConf::from_toml_str("[transport]\nmax_in_flight_requests_per_connection = -1\n")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("max_in_flight_requests_per_connection")
+            && e.to_string().contains("0 = no limit"),
+        "{e}"
+    );
+}

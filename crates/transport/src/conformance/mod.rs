@@ -26,7 +26,10 @@
 //!   the IO mode and pooled reads;
 //! - [`faults`]: peers closing mid-frame, undecodable input, frames over the
 //!   size limit;
-//! - [`auth`]: closing after a last answer, and `auth_secret` gating connections.
+//! - [`auth`]: closing after a last answer, and `auth_secret` gating connections;
+//! - [`limits`]: `max_connections`, a peer that never reads its answers
+//!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
+//!   and `max_outstanding_rpcs_per_connection`.
 
 use std::sync::Arc;
 
@@ -37,6 +40,7 @@ mod support;
 pub mod auth;
 pub mod faults;
 pub mod lifecycle;
+pub mod limits;
 pub mod rpc;
 
 pub use auth::{auth_secret_gates_connections, close_after_flush_delivers_queued_frames};
@@ -48,6 +52,11 @@ pub use lifecycle::{
     io_mode_and_pooled_reads, outstanding_rpcs_fail_when_server_closes,
     outstanding_rpcs_fail_when_server_closes_connection, server_close_stops_accepting,
     shutdown_fails_outstanding_rpcs,
+};
+pub use limits::{
+    client_refuses_rpcs_past_the_outstanding_limit, in_flight_limit_pauses_reading_until_answers,
+    max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
+    queued_sends_pause_reading_until_written,
 };
 pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
@@ -87,6 +96,11 @@ macro_rules! conformance_suite {
             oversized_send_fails_without_closing,
             close_after_flush_delivers_queued_frames,
             auth_secret_gates_connections,
+            max_connections_closes_the_extra_ones,
+            peer_that_never_reads_is_paused_not_buffered,
+            queued_sends_pause_reading_until_written,
+            in_flight_limit_pauses_reading_until_answers,
+            client_refuses_rpcs_past_the_outstanding_limit,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
