@@ -16,7 +16,7 @@ use crate::context::RpcSender;
 use crate::endpoint::RpcEndpoint;
 use crate::envelope::Envelope;
 use crate::error::RpcError;
-use crate::inbox::{Inbox, InboxHandle, LocalTarget, SystemEvent};
+use crate::inbox::{Inbox, InboxHandle, LocalTarget, Placement, SystemEvent};
 use crate::message::RpcMessage;
 use crate::message_loop::MessageLoop;
 
@@ -26,6 +26,8 @@ pub(crate) enum Scheduling {
     ThreadSafe,
     Concurrent,
     Dedicated,
+    /// On the posting thread (an event loop's, for a remote message): no MessageLoop hand-off.
+    Inline,
 }
 
 struct Registered {
@@ -98,24 +100,34 @@ impl Dispatcher {
             None
         };
         let name: Arc<str> = name.into();
+        let inline = scheduling == Scheduling::Inline;
         let inbox = Inbox::start(
             name.clone(),
             endpoint,
             cloner,
-            scheduler,
-            parallelism,
-            dedicated.is_some(),
+            Placement {
+                scheduler,
+                parallelism,
+                dedicated: dedicated.is_some(),
+                inline,
+            },
             self.inbox_capacity,
         );
         let target: Arc<dyn LocalTarget<E::Message, E::Reply>> = inbox.clone();
         map.insert(
             name,
             Registered {
-                inbox,
+                inbox: inbox.clone(),
                 local: Box::new(Some(target.clone())),
                 dedicated,
             },
         );
+        drop(map);
+        if inline {
+            // OnStart runs now, on the registering thread, with the map's lock
+            // released (the endpoint may look up others from `on_start`).
+            InboxHandle::process(inbox.as_ref());
+        }
         Ok(target)
     }
 

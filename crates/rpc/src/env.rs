@@ -276,6 +276,33 @@ impl RpcEnv {
         self.register(name, endpoint, Scheduling::Dedicated, None)
     }
 
+    /// Registers a thread-safe endpoint that runs on the thread that delivers
+    /// each message, with no MessageLoop: for a remote message, the event-loop
+    /// thread of the connection it arrived on, so the reply is written by the
+    /// thread that owns that connection, with no hand-off to a MessageLoop thread
+    /// and back (two cross-thread wake-ups saved per ask). Spark runs its
+    /// transport-level `RpcHandler`s (`NettyBlockRpcServer`, say) on Netty's
+    /// event loops the same way. Messages are still processed one at a time, in
+    /// order per sender: when another thread is processing, a message waits in
+    /// the inbox and that thread takes it next. `on_start` runs on the calling
+    /// thread before this returns; `on_stop` on the thread that stops the endpoint.
+    ///
+    /// The handler must not block: while it runs, every other connection of
+    /// its event loop waits. No [`ask_sync`](RpcEndpointRef::ask_sync) or
+    /// [`wait`](crate::AskFuture::wait), no blocking IO, no long computation:
+    /// use [`ask_with`](RpcEndpointRef::ask_with) or
+    /// [`AskFuture::on_complete`](crate::AskFuture::on_complete) to ask others.
+    ///
+    /// # Errors
+    /// As [`setup_endpoint`](Self::setup_endpoint).
+    pub fn setup_inline_endpoint<E: RpcEndpoint>(
+        &self,
+        name: &str,
+        endpoint: E,
+    ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
+        self.register(name, endpoint, Scheduling::Inline, None)
+    }
+
     /// A reference to endpoint `name` of the RpcEnv at `address`, after asking
     /// that RpcEnv's verifier that it exists (Spark's `setupEndpointRef`).
     /// Blocks up to the ask timeout. For this RpcEnv's own address, the

@@ -87,6 +87,18 @@ pub(crate) trait InboxHandle: Send + Sync {
     fn stop(&self) -> bool;
 }
 
+/// Where an inbox is processed.
+pub(crate) struct Placement {
+    /// The receivers queue of its MessageLoop.
+    pub(crate) scheduler: LoopSender,
+    /// Threads serving that queue.
+    pub(crate) parallelism: usize,
+    /// The loop is the endpoint's own (stopped with it).
+    pub(crate) dedicated: bool,
+    /// Processed by the posting thread instead.
+    pub(crate) inline: bool,
+}
+
 /// One endpoint's inbox.
 pub(crate) struct Inbox<E: RpcEndpoint> {
     name: Arc<str>,
@@ -101,6 +113,9 @@ pub(crate) struct Inbox<E: RpcEndpoint> {
     parallelism: usize,
     /// A dedicated loop is told to stop once `OnStop` has run.
     dedicated: bool,
+    /// Processed by the thread that posts (see `RpcEnv::setup_inline_endpoint`),
+    /// never queued on `scheduler`.
+    inline: bool,
     /// Messages the queue may hold before a send or ask is refused.
     capacity: usize,
     me: Weak<Inbox<E>>,
@@ -116,11 +131,15 @@ impl<E: RpcEndpoint> Inbox<E> {
         name: Arc<str>,
         endpoint: E,
         cloner: Option<fn(&E) -> E>,
-        scheduler: LoopSender,
-        parallelism: usize,
-        dedicated: bool,
+        placement: Placement,
         capacity: usize,
     ) -> Arc<Self> {
+        let Placement {
+            scheduler,
+            parallelism,
+            dedicated,
+            inline,
+        } = placement;
         let inbox = Arc::new_cyclic(|me| Self {
             name,
             state: Mutex::new(State {
@@ -136,14 +155,25 @@ impl<E: RpcEndpoint> Inbox<E> {
             scheduler,
             parallelism: parallelism.max(1),
             dedicated,
+            inline,
             capacity,
             me: me.clone(),
         });
-        inbox.schedule();
+        if !inline {
+            // An inline inbox's OnStart is processed by the registering thread
+            // once registration is done (`Dispatcher::register`).
+            inbox.schedule();
+        }
         inbox
     }
 
     fn schedule(&self) {
+        if self.inline {
+            // The posting thread processes the queue itself; a thread already
+            // processing it (`scheduled`) takes this message after its current one.
+            InboxHandle::process(self);
+            return;
+        }
         if let Some(me) = self.me.upgrade() {
             // The loop is gone only after shutdown, when nothing is processed any more.
             let _ = self.scheduler.send(LoopItem::Inbox(me));
@@ -379,6 +409,15 @@ mod tests {
         }
     }
 
+    fn placement(scheduler: LoopSender, parallelism: usize, inline: bool) -> Placement {
+        Placement {
+            scheduler,
+            parallelism,
+            dedicated: false,
+            inline,
+        }
+    }
+
     fn sender() -> RpcSender {
         RpcSender {
             address: None,
@@ -408,9 +447,7 @@ mod tests {
             "e".into(),
             Counter(count.clone()),
             Some(cloner),
-            tx,
-            2,
-            false,
+            placement(tx, 2, false),
             1000,
         );
         assert_eq!(drain(&rx), 1, "OnStart is queued once");
@@ -440,7 +477,13 @@ mod tests {
     fn a_thread_safe_endpoint_is_queued_once_per_burst() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let count = Arc::new(AtomicUsize::new(0));
-        let inbox = Inbox::start("e".into(), Counter(count.clone()), None, tx, 4, false, 1000);
+        let inbox = Inbox::start(
+            "e".into(),
+            Counter(count.clone()),
+            None,
+            placement(tx, 4, false),
+            1000,
+        );
         drain(&rx);
         for i in 0..50 {
             inbox
@@ -453,5 +496,55 @@ mod tests {
         assert_eq!(rx.len(), 1);
         drain(&rx);
         assert_eq!(count.load(Ordering::Relaxed), 50);
+    }
+
+    /// Records the thread each message was processed on.
+    struct Where(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+
+    impl RpcEndpoint for Where {
+        type Message = u32;
+        type Reply = u32;
+        fn receive(&mut self, _msg: Msg<'_, u32>, _sender: &RpcSender) {
+            self.0.lock().unwrap().push(std::thread::current().id());
+        }
+    }
+
+    #[test]
+    fn an_inline_inbox_is_processed_by_the_posting_thread() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let inbox = Inbox::start(
+            "e".into(),
+            Where(seen.clone()),
+            None,
+            placement(tx, 2, true),
+            1000,
+        );
+        InboxHandle::process(inbox.as_ref()); // OnStart, as Dispatcher::register does
+        let post = |i| {
+            inbox
+                .post(InboxMessage::OneWay {
+                    content: Content::Local(i),
+                    sender: sender(),
+                })
+                .unwrap()
+        };
+        post(1);
+        let inbox2 = inbox.clone();
+        let other = std::thread::spawn(move || {
+            inbox2
+                .post(InboxMessage::OneWay {
+                    content: Content::Local(2),
+                    sender: sender(),
+                })
+                .unwrap();
+            std::thread::current().id()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rx.len(), 0, "nothing goes to a MessageLoop");
+        assert_eq!(*seen.lock().unwrap(), vec![std::thread::current().id(), other]);
+        assert!(inbox.stop());
+        assert_eq!(rx.len(), 0);
     }
 }

@@ -401,3 +401,39 @@ pub fn ask_with_reads_the_reply_in_place(mode: IoMode) {
         Err(RpcError::EnvStopped)
     ));
 }
+
+pub fn inline_endpoint_serves_on_the_delivering_thread(mode: IoMode) {
+    let s = server(mode, "server");
+    let c = client(mode, "client");
+    let (tx, rx) = mpsc::channel();
+    let local = s
+        .setup_inline_endpoint("inline", super::endpoints::Recorder { events: tx })
+        .unwrap();
+    assert_eq!(
+        rx.try_recv().as_deref(),
+        Ok("start"),
+        "on_start ran before setup returned"
+    );
+    let remote = remote_ref(&c, &s, "inline");
+    assert_eq!(remote.ask_sync(Req::Double(4)).unwrap(), 8);
+    assert_eq!(local.ask_sync(Req::Double(5)).unwrap(), 10);
+    assert_eq!(ask_with_answer(&remote, Req::Double(6)).unwrap(), (true, 12));
+    for i in 0..500 {
+        remote.send(Req::Seq(i)).unwrap();
+    }
+    for i in 0..500 {
+        assert_eq!(next(&rx), format!("Seq({i})"), "one sender's order is kept");
+    }
+    // A panic fails that ask only; the event loop and the endpoint go on.
+    assert!(remote.ask_sync(Req::Panic).is_err());
+    assert!(next(&rx).starts_with("error: "));
+    assert_eq!(remote.ask_sync(Req::Double(1)).unwrap(), 2);
+    // Many asks at once over one connection, all answered.
+    let answers: Vec<_> = (0..2_000u64).map(|i| remote.ask(Req::Double(i))).collect();
+    for (i, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.wait().unwrap(), 2 * i as u64);
+    }
+    s.shutdown();
+    let mut rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(rest.pop().as_deref(), Some("stop"), "on_stop ran at shutdown");
+}

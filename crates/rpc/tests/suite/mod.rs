@@ -54,7 +54,8 @@ macro_rules! rpc_suite {
             connect_failure_fails_queued_asks,
             peer_process_killed_mid_ask_fails_at_once,
             another_process_asks_by_address,
-            ask_with_reads_the_reply_in_place
+            ask_with_reads_the_reply_in_place,
+            inline_endpoint_serves_on_the_delivering_thread
         );
         $crate::rpc_suite!(@cases $mode, faults;
             server_restart_while_client_keeps_sending,
