@@ -161,6 +161,10 @@ impl RunArgs {
                     None => 1,
                 }),
                 rate: self.rate,
+                pinned_cpu: match (self.server_cpus, self.client_cpus) {
+                    (Some(s), Some(c)) if s == c && s.cpus().len() == 1 => Some(s.cpus()[0]),
+                    _ => None,
+                },
             },
             duration_s: self.duration,
             warmup_s: self.warmup,
@@ -192,7 +196,7 @@ pub struct MatrixArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "epoll,io_uring,raw-tokio,spark-nio,spark-epoll"
+        default_value = "epoll,io_uring,io_uring-zc,raw-tokio,spark-nio,spark-epoll"
     )]
     pub systems: Vec<System>,
     /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
@@ -207,8 +211,21 @@ pub struct MatrixArgs {
 impl MatrixArgs {
     /// The matrix these options describe, over the default workloads.
     pub fn spec(&self) -> MatrixSpec {
+        // The pinned row runs on CPU 0, or on the first CPU this process may use when 0 is not one.
+        let allowed = crate::host::allowed_cpus();
+        let cpu = match allowed.first() {
+            Some(&first) if !allowed.contains(&crate::workload::PINNED_CPU) => first,
+            _ => crate::workload::PINNED_CPU,
+        };
+        let workloads = Workload::default_matrix()
+            .into_iter()
+            .map(|w| match w.pinned_cpu {
+                Some(_) => w.pinned_to(cpu),
+                None => w,
+            })
+            .collect();
         MatrixSpec {
-            workloads: Workload::default_matrix().to_vec(),
+            workloads,
             systems: self.systems.clone(),
             levels: self.levels.clone(),
             repeat: self.repeat,
@@ -379,6 +396,7 @@ mod tests {
             vec![
                 System::Transport(IoMode::Epoll),
                 System::Transport(IoMode::IoUring),
+                System::UringZeroCopy,
                 System::RawTokio,
                 System::Spark(SparkIo::Nio),
                 System::Spark(SparkIo::Epoll)
@@ -387,9 +405,12 @@ mod tests {
         assert_eq!(spec.levels, vec![Level::Transport, Level::Rpc]);
         assert_eq!(
             spec.columns().len(),
-            7,
-            "5 systems at transport, 2 of them also at rpc"
+            8,
+            "6 systems at transport, 2 of them also at rpc"
         );
+        assert_eq!(spec.workloads.len(), 7);
+        let pinned = spec.workloads[6].pinned_cpu.expect("the last row is pinned");
+        assert!(crate::host::allowed_cpus().contains(&pinned));
         assert_eq!(spec.results_dir, PathBuf::from("results"));
         let cli = parse(&["--repeat", "1", "--systems", "raw-tokio"]).unwrap();
         assert_eq!((cli.matrix.repeat, cli.matrix.systems.len()), (1, 1));

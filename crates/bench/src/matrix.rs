@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::column::Column;
 use crate::error::BenchError;
 use crate::histogram_files::{self, Latency, run_stem};
-use crate::host::Environment;
+use crate::host::{CpuList, Environment};
 use crate::machine::Machine;
 use crate::output_error::OutputError;
 use crate::record::Record;
@@ -51,16 +51,19 @@ impl MatrixSpec {
         Column::matrix(&self.systems, &self.levels)
     }
 
-    /// The runs in execution order: per workload, `repeat` rounds of every column.
+    /// The runs in execution order: per workload, `repeat` rounds of every column that runs it
+    /// ([`System::runs`]); a pinned workload's runs pin server and client to its CPU.
     pub fn runs(&self) -> Vec<RunSpec> {
         let columns = self.columns();
         let mut runs = Vec::new();
         for &workload in &self.workloads {
             for _ in 0..self.repeat {
                 for &Column { system, level } in &columns {
-                    if workload.rate.is_some() && matches!(system, System::Spark(_)) {
-                        continue; // the Spark baseline has no open loop; its cell stays empty
+                    if !system.runs(&workload) {
+                        continue; // e.g. Spark has no open loop: its cell stays empty
                     }
+                    // A CPU beyond CpuList's range stays unpinned here and fails in `run`'s check.
+                    let pinned = workload.pinned_cpu.and_then(CpuList::single);
                     runs.push(RunSpec {
                         system,
                         level,
@@ -69,8 +72,8 @@ impl MatrixSpec {
                         warmup_s: self.warmup_s,
                         server_threads: self.server_threads,
                         client_threads: self.client_threads,
-                        server_cpus: None,
-                        client_cpus: None,
+                        server_cpus: pinned,
+                        client_cpus: pinned,
                     });
                 }
             }
@@ -205,15 +208,34 @@ pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, sum
         "# rpc-bench matrix\n\n\
          Command: `{command}`\n\n\
          - Machine: {host}, {model}, {cores} CPUs, kernel {kernel}\n\
-         - Placement: threads not pinned; allowed CPUs {cpus}; {st} server and {ct} client event-loop threads\n\
+         - Placement: threads not pinned{pinned}; allowed CPUs {cpus}; {st} server and {ct} client event-loop threads\n\
          - Source: {sha}{dirty}\n\
-         - Levels: {levels}; raw-tokio runs at the transport level only\n\
+         - Levels: {levels}; raw-tokio runs at the transport level only{zc}\n\
          - Load: closed loop, server and client in one process on 127.0.0.1; \
          {d} s measured after {w} s warmup per run\n\n\
          {table}\n\n\
          Figures are medians of {n} interleaved runs ({order}, ...) per workload and column. \
          Latencies in µs; ratios are of median req/s: `epoll / raw-tokio` is what the transport \
-         costs against a hand-written tokio echo, `epoll rpc / transport` what the RpcEnv costs over its transport.\n",
+         costs against a hand-written tokio echo, `epoll rpc / transport` what the RpcEnv costs over its transport.\n{bytes}",
+        pinned = if spec.workloads.iter().any(|w| w.pinned_cpu.is_some()) {
+            ", except in the rows marked `pinned to CPU N`: every server and client thread on that \
+             CPU (the Spark baseline, in a JVM, skips them)"
+        } else {
+            ""
+        },
+        zc = if spec.systems.contains(&System::UringZeroCopy) {
+            format!(
+                "; io_uring-zc is io_uring sending bodies of {} or more with `SENDMSG_ZC`, and runs \
+                 only the workloads with such bodies, at the transport level",
+                crate::workload::format_bytes(crate::workload::ZERO_COPY_THRESHOLD)
+            )
+        } else {
+            String::new()
+        },
+        bytes = match summary.render_bytes_markdown() {
+            b if b.is_empty() => b,
+            b => format!("\n{b}"),
+        },
         host = h.hostname,
         model = h.cpu_model,
         cores = h.cores,
@@ -250,7 +272,21 @@ mod tests {
             results_dir: "results".into(),
         };
         let runs = spec.runs();
-        assert_eq!(runs.len(), 54, "6 workloads × 3 repeats × 3 columns");
+        assert_eq!(runs.len(), 63, "7 workloads × 3 repeats × 3 columns");
+        let pinned: Vec<&RunSpec> = runs.iter().filter(|r| r.workload.pinned_cpu.is_some()).collect();
+        assert_eq!(pinned.len(), 9);
+        let cpu0 = CpuList::single(crate::workload::PINNED_CPU);
+        assert!(
+            pinned
+                .iter()
+                .all(|r| r.server_cpus == cpu0 && r.client_cpus == cpu0),
+            "the pinned row pins both sides to its CPU"
+        );
+        assert!(
+            runs.iter()
+                .filter(|r| r.workload.pinned_cpu.is_none())
+                .all(|r| r.server_cpus.is_none() && r.client_cpus.is_none())
+        );
         let with_spark = MatrixSpec {
             systems: vec![
                 System::Transport(IoMode::Epoll),
@@ -266,7 +302,25 @@ mod tests {
                 .all(|r| r.workload.rate.is_none() || r.system.name() == "epoll"),
             "the Spark baseline skips the open-loop workload"
         );
-        assert_eq!(with_spark.runs().len(), 6 * 3 * 2 - 3);
+        assert_eq!(with_spark.runs().len(), 7 * 3 * 2 - 2 * 3, "nor the pinned row");
+        let with_zc = MatrixSpec {
+            systems: vec![System::Transport(IoMode::Epoll), System::UringZeroCopy],
+            ..spec.clone()
+        };
+        let zc_runs = with_zc.runs();
+        let zc: Vec<&RunSpec> = zc_runs
+            .iter()
+            .filter(|r| r.system == System::UringZeroCopy)
+            .collect();
+        assert_eq!(
+            zc.len(),
+            3,
+            "io_uring-zc runs the 1 MiB row only, at the transport level"
+        );
+        assert!(
+            zc.iter()
+                .all(|r| r.workload.payload == crate::workload::MIB && r.level == Level::Transport)
+        );
         let names: Vec<String> = runs[..6]
             .iter()
             .map(|r| Column::new(r.system, r.level).to_string())
@@ -280,7 +334,7 @@ mod tests {
             levels: vec![Level::Transport],
             ..spec.clone()
         };
-        assert_eq!(transport_only.runs().len(), 36);
+        assert_eq!(transport_only.runs().len(), 42);
         let summary = Summary::new(&spec.columns(), &spec.workloads, &[]);
         let md = summary_markdown(&spec, &Environment::detect(), "rpc-bench", &summary);
         assert!(
