@@ -43,16 +43,28 @@ pub enum Command {
     Report(ReportArgs),
     /// Adds V2 histogram files (.hist) from several processes or hosts; prints one JSON line.
     Merge(MergeArgs),
+    /// Prints issue 8's performance targets against a results folder: measured, ratio, threshold,
+    /// MET / NOT MET / NOT MEASURED. A report: it succeeds whatever the verdicts.
+    Check(CheckArgs),
     /// Serves alone (transport echo or the rpc echo endpoint) until SIGINT/SIGTERM; prints `LISTENING <addr>` first.
     Serve(crate::serve::ServeArgs),
     /// Drives a remote `serve` (or any Spark-framed server at the transport level); prints the record of `run`.
     Load(crate::remote_load::LoadArgs),
+    /// Opens N idle connections to a `serve` child process; prints its RSS and pool buffers per connection.
+    IdleConns(crate::idle_conns::IdleConnsArgs),
 }
 
 /// Options of `rpc-bench report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
     /// A results folder written by `rpc-bench matrix` (holding matrix.json and runs.jsonl).
+    pub dir: PathBuf,
+}
+
+/// Options of `rpc-bench check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A results folder written by `rpc-bench matrix` (its runs.jsonl and idle_conns.json are read).
     pub dir: PathBuf,
 }
 
@@ -277,6 +289,19 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
                 save_run_histogram(dir, &mut record)?;
             }
             println!("{}", crate::remote_load::render(&record, &args)?);
+        }
+        Some(Command::Check(args)) => {
+            let report = crate::check::check(&args.dir)?;
+            print!("{}", report.render_table());
+        }
+        Some(Command::IdleConns(args)) => {
+            let exe = std::env::current_exe().map_err(|e| BenchError::io("find the rpc-bench binary", e))?;
+            let result = crate::idle_conns::run(&exe, args.io_mode, args.connections, &env)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&result).map_err(BenchError::from)?);
+            } else {
+                println!("{result}");
+            }
         }
         Some(Command::Merge(args)) => {
             let merged = merge_files(&args.files)?;

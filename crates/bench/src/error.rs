@@ -68,6 +68,13 @@ pub enum BenchError {
         /// Failed requests.
         errors: u64,
     },
+    /// `rpc-bench idle-conns` could not measure: its `serve` child failed or answered wrongly,
+    /// or the open-file limit is too low.
+    #[error("the idle-connection benchmark failed: {reason}")]
+    IdleConns {
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// A results file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Results {
