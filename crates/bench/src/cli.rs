@@ -211,6 +211,10 @@ pub struct MatrixArgs {
         default_value = "epoll,io_uring,io_uring-zc,raw-tokio,spark-nio,spark-epoll"
     )]
     pub systems: Vec<System>,
+    /// Idle connections to open to a `serve` child after the runs, on each of epoll and io_uring
+    /// among --systems (as `rpc-bench idle-conns`, written to idle_conns.json); 0: skip.
+    #[arg(long, default_value_t = crate::idle_conns::DEFAULT_CONNECTIONS)]
+    pub idle_conns: usize,
     /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "transport,rpc")]
     pub levels: Vec<Level>,
@@ -246,6 +250,7 @@ impl MatrixArgs {
             server_threads: 1,
             client_threads: 1,
             results_dir: self.results_dir.clone(),
+            idle_conns: self.idle_conns,
         }
     }
 }
@@ -275,8 +280,9 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
             let summary = crate::report::report(&args.dir)?;
             println!("{}", summary.render_terminal());
             println!(
-                "Rewrote {} and its plots",
-                args.dir.join(crate::report::SUMMARY_MD).display()
+                "Rewrote {}, {} and the plots",
+                args.dir.join(crate::report::SUMMARY_MD).display(),
+                crate::check::CHECK_MD
             );
         }
         Some(Command::Serve(args)) => {
@@ -354,6 +360,18 @@ fn matrix(args: &MatrixArgs, env: &Environment, command: &str) -> Result<(), Out
         "Medians of {} interleaved runs each; every run in {}",
         spec.repeat,
         outcome.dir.join("runs.jsonl").display()
+    );
+    let idle = crate::idle_conns::read(&outcome.dir)?.unwrap_or_default();
+    for r in &idle {
+        println!("{r}");
+    }
+    let check = crate::check::evaluate(&outcome.records, Some(&idle));
+    println!(
+        "Issue 8's targets: {} met, {} not met, {} not measured; see {}",
+        check.count(crate::check::Status::Met),
+        check.count(crate::check::Status::NotMet),
+        check.count(crate::check::Status::NotMeasured),
+        outcome.dir.join(crate::check::CHECK_MD).display()
     );
     Ok(())
 }

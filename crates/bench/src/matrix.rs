@@ -13,7 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::column::Column;
 use crate::error::BenchError;
 use crate::histogram_files::{self, Latency, run_stem};
+use transport::IoMode;
+
 use crate::host::{CpuList, Environment};
+use crate::idle_conns;
 use crate::machine::Machine;
 use crate::output_error::OutputError;
 use crate::record::Record;
@@ -43,9 +46,27 @@ pub struct MatrixSpec {
     pub client_threads: usize,
     /// Parent folder of the results folder.
     pub results_dir: PathBuf,
+    /// Idle connections `rpc-bench idle-conns` opens to a `serve` child after the runs, for each
+    /// of `epoll` and `io_uring` among the systems ([`crate::idle_conns`]); 0: none.
+    pub idle_conns: usize,
 }
 
 impl MatrixSpec {
+    /// The IO modes whose idle connections the matrix measures: `epoll` and `io_uring`, in the
+    /// order of `systems`, when `idle_conns` is above 0.
+    pub fn idle_modes(&self) -> Vec<IoMode> {
+        let mut modes = Vec::new();
+        for s in &self.systems {
+            if let System::Transport(m @ (IoMode::Epoll | IoMode::IoUring)) = *s
+                && self.idle_conns > 0
+                && !modes.contains(&m)
+            {
+                modes.push(m);
+            }
+        }
+        modes
+    }
+
     /// The table's columns: see [`Column::matrix`].
     pub fn columns(&self) -> Vec<Column> {
         Column::matrix(&self.systems, &self.levels)
@@ -121,14 +142,17 @@ fn create_results_dir(parent: &Path, env: &Environment) -> Result<PathBuf, Bench
 }
 
 /// Runs the matrix, appending each record to `runs.jsonl` (and its histogram to
-/// `runs/<index>-...`, see [`run_stem`]) as it completes, then writes `summary.md` and the
-/// plots. `matrix.json` and `machine.json` are written first. `command` is the command line,
-/// for the summary.
+/// `runs/<index>-...`, see [`run_stem`]) as it completes; then measures idle connections
+/// ([`MatrixSpec::idle_modes`], with this process's own binary as the `serve` child, so the
+/// caller must be `rpc-bench`) into `idle_conns.json`; then writes `summary.md`, the plots and
+/// `check.md`. `matrix.json` and `machine.json` are written first. `command` is the command
+/// line, for the summary.
 ///
 /// # Errors
 /// [`BenchError::EmptyMatrix`] when no system runs at any of the levels; the
 /// first run that fails; [`BenchError::Results`] or [`OutputError::Write`] when the files
-/// cannot be written, [`OutputError::Plot`] when a plot cannot be drawn.
+/// cannot be written, [`OutputError::Plot`] when a plot cannot be drawn;
+/// [`BenchError::IdleConns`] when the idle-connection measurement fails.
 pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result<MatrixOutcome, OutputError> {
     let columns = spec.columns();
     if columns.is_empty() {
@@ -170,6 +194,19 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let modes = spec.idle_modes();
+    if !modes.is_empty() {
+        let exe = std::env::current_exe().map_err(|e| BenchError::io("find the rpc-bench binary", e))?;
+        let mut results = Vec::with_capacity(modes.len());
+        for mode in modes {
+            eprintln!(
+                "rpc-bench: {} idle connections to a {mode} serve child",
+                spec.idle_conns
+            );
+            results.push(idle_conns::run(&exe, mode, spec.idle_conns, env)?);
+        }
+        idle_conns::write(&dir, &results)?;
+    }
     let summary = write_outputs(&dir, spec, env, command, &records)?;
     Ok(MatrixOutcome {
         dir,
@@ -256,7 +293,6 @@ pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, sum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transport::IoMode;
 
     #[test]
     fn runs_are_interleaved_per_workload() {
@@ -270,6 +306,7 @@ mod tests {
             server_threads: 1,
             client_threads: 1,
             results_dir: "results".into(),
+            idle_conns: 0,
         };
         let runs = spec.runs();
         assert_eq!(runs.len(), 63, "7 workloads × 3 repeats × 3 columns");
@@ -360,6 +397,7 @@ mod tests {
             server_threads: 1,
             client_threads: 1,
             results_dir: tmp.path().join("r"),
+            idle_conns: 0,
         };
         let e = run_matrix(&spec, &Environment::detect(), "rpc-bench").unwrap_err();
         assert!(
@@ -368,6 +406,42 @@ mod tests {
         );
         assert!(e.to_string().contains("raw-tokio at levels rpc"), "{e}");
         assert!(!spec.results_dir.exists());
+    }
+
+    #[test]
+    fn idle_connections_are_measured_on_the_transport_modes_asked() {
+        let spec = MatrixSpec {
+            workloads: vec![Workload::echo(64, 1, 1)],
+            systems: vec![
+                System::RawTokio,
+                System::Transport(IoMode::IoUring),
+                System::UringZeroCopy,
+                System::Transport(IoMode::Auto),
+                System::Transport(IoMode::Epoll),
+            ],
+            levels: vec![Level::Transport],
+            repeat: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            server_threads: 1,
+            client_threads: 1,
+            results_dir: "results".into(),
+            idle_conns: 10,
+        };
+        assert_eq!(spec.idle_modes(), [IoMode::IoUring, IoMode::Epoll]);
+        assert!(
+            MatrixSpec {
+                idle_conns: 0,
+                ..spec.clone()
+            }
+            .idle_modes()
+            .is_empty()
+        );
+        let baselines = MatrixSpec {
+            systems: vec![System::RawTokio],
+            ..spec
+        };
+        assert!(baselines.idle_modes().is_empty());
     }
 
     #[test]

@@ -328,6 +328,8 @@ fn matrix_writes_runs_and_summary() {
         "1",
         "--systems",
         "epoll,raw-tokio",
+        "--idle-conns",
+        "100",
         "--results-dir",
         dir,
     ]);
@@ -408,6 +410,31 @@ fn matrix_writes_runs_and_summary() {
             "summary.md lacks {needle:?}:\n{summary}"
         );
     }
+    // The idle connections of epoll, the one IO mode here, and the targets checked.
+    assert!(
+        stdout.contains("100 idle connections to the epoll server"),
+        "{stdout}"
+    );
+    let idle: Value =
+        serde_json::from_str(&std::fs::read_to_string(folders[0].join("idle_conns.json")).unwrap()).unwrap();
+    assert_eq!(idle[0]["io_mode"], "epoll", "{idle}");
+    assert!(summary.contains("## Idle connections") && summary.contains("[`check.md`](check.md)"));
+    let out = rpc_bench(&["check", folders[0].to_str().unwrap()]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "check failed: {}", text(&out.stderr));
+    let row = report
+        .lines()
+        .find(|l| l.contains("epoll pool buffers held"))
+        .unwrap();
+    assert!(
+        !row.contains("NOT MEASURED"),
+        "judged from idle_conns.json: {row}"
+    );
+    let row = report
+        .lines()
+        .find(|l| l.contains("epoll transport / raw-tokio p50 µs"))
+        .unwrap();
+    assert!(!row.contains("NOT MEASURED"), "judged from the pinned row: {row}");
     check_report_files(&folders[0], &records, &stdout, &summary);
 }
 
