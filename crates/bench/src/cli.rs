@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Transport backend: epoll, io_uring or auto (as `rpc::create_transport` picks) [default: auto].
     #[arg(long, conflicts_with = "baseline")]
     pub io_mode: Option<IoMode>,
+    /// With `--io-mode io_uring`: send bodies of 64 KiB or more with `SENDMSG_ZC` (the matrix's
+    /// `io_uring-zc` column; transport level only).
+    #[arg(long, conflicts_with = "baseline")]
+    pub zero_copy: bool,
     /// Run a baseline instead of a transport backend.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
@@ -159,6 +163,7 @@ impl RunArgs {
             (Some(Baseline::RawTokio), _) => System::RawTokio,
             (Some(Baseline::SparkNio), _) => System::Spark(SparkIo::Nio),
             (Some(Baseline::SparkEpoll), _) => System::Spark(SparkIo::Epoll),
+            (None, Some(IoMode::IoUring)) if self.zero_copy => System::UringZeroCopy,
             (None, mode) => System::Transport(mode.unwrap_or(IoMode::Auto)),
         };
         RunSpec {
@@ -264,6 +269,10 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
     let env = Environment::detect();
     match cli.command {
         Some(Command::Run(args)) => {
+            if args.zero_copy && args.io_mode != Some(IoMode::IoUring) {
+                let io_mode = args.io_mode.map_or("auto", IoMode::as_str).to_string();
+                return Err(BenchError::ZeroCopyNeedsIoUring { io_mode }.into());
+            }
             let mut record = run(&args.spec(), &env)?;
             if let Some(dir) = &args.histogram_dir {
                 save_run_histogram(dir, &mut record)?;
@@ -415,6 +424,12 @@ mod tests {
             (args.spec().workload.payload, args.spec().workload.response),
             (64, 1 << 20)
         );
+        let cli = parse(&["run", "--io-mode", "io_uring", "--zero-copy", "--payload", "1MiB"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.spec().system, System::UringZeroCopy);
+        assert!(parse(&["run", "--baseline", "raw-tokio", "--zero-copy"]).is_err());
     }
 
     #[test]

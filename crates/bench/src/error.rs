@@ -75,6 +75,12 @@ pub enum BenchError {
         /// What went wrong, and what to do.
         reason: String,
     },
+    /// `run --zero-copy` without `--io-mode io_uring`.
+    #[error("--zero-copy sends with io_uring's SENDMSG_ZC; add --io-mode io_uring (not {io_mode})")]
+    ZeroCopyNeedsIoUring {
+        /// The IO mode given (`auto` when none).
+        io_mode: String,
+    },
     /// A results file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Results {
