@@ -263,6 +263,9 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
             })
         }
         Level::Rpc => {
+            if args.stats_stdin {
+                tracing::warn!("--stats-stdin answers at the transport level only; ignored at --level rpc");
+            }
             conf.name = "rpc-bench-serve".into();
             conf.bind_address = Some(bind);
             let env = RpcEnv::create(conf)?;
