@@ -334,6 +334,11 @@ fn open_answered(addr: SocketAddr, id: i64) -> Result<TcpStream, BenchError> {
     Ok(s)
 }
 
+/// Open files `connections` idle connections need in each process (warmup and spare included).
+pub fn fds_needed(connections: usize) -> u64 {
+    (connections as u64).saturating_add(WARMUP_CONNECTIONS as u64 + SPARE_FDS)
+}
+
 /// Measures `connections` idle connections to a `serve` child on `mode`, started from `exe`
 /// (the `rpc-bench` binary).
 ///
@@ -344,7 +349,7 @@ fn open_answered(addr: SocketAddr, id: i64) -> Result<TcpStream, BenchError> {
 pub fn run(exe: &Path, mode: IoMode, connections: usize, env: &Environment) -> Result<IdleConns, BenchError> {
     let soft =
         crate::fd_limit::raise_to_hard().map_err(|e| BenchError::io("raise the open-file limit", e))?;
-    let need = (connections + WARMUP_CONNECTIONS) as u64 + SPARE_FDS;
+    let need = fds_needed(connections);
     if soft < need {
         return Err(failed(format!(
             "{connections} connections need {need} open files in this process and in serve, but the \

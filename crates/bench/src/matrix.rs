@@ -67,6 +67,20 @@ impl MatrixSpec {
         modes
     }
 
+    /// Why the idle connections will not be measured, said before the runs rather than after
+    /// them: the open-file hard limit is below what `idle_conns` connections need.
+    pub fn idle_limit_warning(&self) -> Option<String> {
+        let need = idle_conns::fds_needed(self.idle_conns);
+        let (_, hard) = crate::fd_limit::limits();
+        (!self.idle_modes().is_empty() && hard < need).then(|| {
+            format!(
+                "--idle-conns {} needs {need} open files but the hard limit is {hard}; the idle \
+                 connections will not be measured (raise `ulimit -Hn`, or pass a smaller --idle-conns)",
+                self.idle_conns
+            )
+        })
+    }
+
     /// The table's columns: see [`Column::matrix`].
     pub fn columns(&self) -> Vec<Column> {
         Column::matrix(&self.systems, &self.levels)
@@ -163,6 +177,9 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
         }
         .into());
     }
+    if let Some(warning) = spec.idle_limit_warning() {
+        eprintln!("rpc-bench: {warning}");
+    }
     let dir = create_results_dir(&spec.results_dir, env)?;
     MatrixFile::new(spec, command).write(&dir)?;
     Machine::detect(env).write(&dir)?;
@@ -196,14 +213,21 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
     bar.finish_and_clear();
     let modes = spec.idle_modes();
     if !modes.is_empty() {
-        let exe = std::env::current_exe().map_err(|e| BenchError::io("find the rpc-bench binary", e))?;
+        // A failure here costs the folder its idle_conns.json entry (check.md then says NOT
+        // MEASURED), not the runs already made.
         let mut results = Vec::with_capacity(modes.len());
         for mode in modes {
             eprintln!(
                 "rpc-bench: {} idle connections to a {mode} serve child",
                 spec.idle_conns
             );
-            results.push(idle_conns::run(&exe, mode, spec.idle_conns, env)?);
+            let measured = std::env::current_exe()
+                .map_err(|e| BenchError::io("find the rpc-bench binary", e))
+                .and_then(|exe| idle_conns::run(&exe, mode, spec.idle_conns, env));
+            match measured {
+                Ok(r) => results.push(r),
+                Err(e) => eprintln!("rpc-bench: idle connections on {mode} not measured: {e}"),
+            }
         }
         idle_conns::write(&dir, &results)?;
     }
@@ -436,6 +460,15 @@ mod tests {
             }
             .idle_modes()
             .is_empty()
+        );
+        assert_eq!(spec.idle_limit_warning(), None, "10 connections fit any limit");
+        let many = MatrixSpec {
+            idle_conns: usize::MAX / 2,
+            ..spec.clone()
+        };
+        assert!(
+            many.idle_limit_warning()
+                .is_some_and(|w| w.contains("hard limit"))
         );
         let baselines = MatrixSpec {
             systems: vec![System::RawTokio],

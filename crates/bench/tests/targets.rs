@@ -94,9 +94,9 @@ fn tiny_matrix(tmp: &Path, systems: &str) -> (Vec<Value>, String, PathBuf) {
     let out = rpc_bench(&[
         "matrix",
         "--duration",
-        "0.15",
+        "0.3",
         "--warmup",
-        "0.05",
+        "0.1",
         "--repeat",
         "1",
         "--systems",
@@ -241,5 +241,51 @@ fn check_refuses_a_folder_it_cannot_read() {
         text(&out.stderr).contains("no such folder"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_matrix_whose_idle_connections_cannot_be_opened_keeps_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rpc_bench(&[
+        "matrix",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--repeat",
+        "1",
+        "--systems",
+        "epoll",
+        "--levels",
+        "transport",
+        "--idle-conns",
+        "100000000",
+        "--results-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "matrix failed: {stderr}");
+    assert!(
+        stderr.contains("hard limit") && stderr.contains("not measured"),
+        "{stderr}"
+    );
+    let dir = only_folder(tmp.path());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("idle_conns.json"))
+            .unwrap()
+            .trim(),
+        "[]"
+    );
+    let report = check(&dir);
+    let row = report
+        .lines()
+        .find(|l| l.contains("epoll server RSS growth"))
+        .unwrap();
+    assert_eq!(status(row), "NOT MEASURED", "{row}");
+    assert!(
+        std::fs::read_to_string(dir.join("summary.md"))
+            .unwrap()
+            .contains("| epoll transport req/s")
     );
 }
