@@ -211,8 +211,15 @@ pub fn write_plots(dir: &Path, summary: &Summary, records: &[Record]) -> Result<
     Ok(())
 }
 
-/// The `## Idle connections` section of `summary.md`, from `idle_conns.json`'s results.
+/// The `## Idle connections` section of `summary.md`, from `idle_conns.json`'s results (none:
+/// a line saying so).
 pub fn idle_markdown(results: &[IdleConns]) -> String {
+    if results.is_empty() {
+        return format!(
+            "\n## Idle connections\n\nNot measured: `{}` is empty (the matrix said why on stderr).\n",
+            crate::idle_conns::IDLE_CONNS_JSON
+        );
+    }
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
     t.set_header([
