@@ -15,7 +15,7 @@
 //!   `.hist` V2 histogram, µs), [`machine`] (`machine.json`), [`plot`] (SVG latency and
 //!   throughput plots), [`report`] (`summary.md` and plots, re-rendered by `rpc-bench report`),
 //!   [`merge`] (`rpc-bench merge` of histogram files), [`check`] (`rpc-bench check`: issue 8's
-//!   targets against a results folder, also its `check.md`); [`output_error`]: their failures;
+//!   [`targets`] against a results folder, also its `check.md`); [`output_error`]: their failures;
 //! - across processes or hosts: [`serve`] (`rpc-bench serve`, the server half alone) and
 //!   [`remote_load`] (`rpc-bench load --connect`, the client half, with `--verify`);
 //! - [`idle_conns`] (`rpc-bench idle-conns`: a `serve` child's RSS and pool buffers per idle
@@ -59,6 +59,7 @@ pub mod run;
 pub mod serve;
 pub mod spark_load;
 pub mod table;
+pub mod targets;
 pub mod transport_load;
 pub mod workload;
 
