@@ -43,16 +43,28 @@ pub enum Command {
     Report(ReportArgs),
     /// Adds V2 histogram files (.hist) from several processes or hosts; prints one JSON line.
     Merge(MergeArgs),
+    /// Prints issue 8's performance targets against a results folder: measured, ratio, threshold,
+    /// MET / NOT MET / NOT MEASURED. A report: it succeeds whatever the verdicts.
+    Check(CheckArgs),
     /// Serves alone (transport echo or the rpc echo endpoint) until SIGINT/SIGTERM; prints `LISTENING <addr>` first.
     Serve(crate::serve::ServeArgs),
     /// Drives a remote `serve` (or any Spark-framed server at the transport level); prints the record of `run`.
     Load(crate::remote_load::LoadArgs),
+    /// Opens N idle connections to a `serve` child process; prints its RSS and pool buffers per connection.
+    IdleConns(crate::idle_conns::IdleConnsArgs),
 }
 
 /// Options of `rpc-bench report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
     /// A results folder written by `rpc-bench matrix` (holding matrix.json and runs.jsonl).
+    pub dir: PathBuf,
+}
+
+/// Options of `rpc-bench check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A results folder written by `rpc-bench matrix` (its runs.jsonl and idle_conns.json are read).
     pub dir: PathBuf,
 }
 
@@ -87,6 +99,10 @@ pub struct RunArgs {
     /// Transport backend: epoll, io_uring or auto (as `rpc::create_transport` picks) [default: auto].
     #[arg(long, conflicts_with = "baseline")]
     pub io_mode: Option<IoMode>,
+    /// With `--io-mode io_uring`: send bodies of 64 KiB or more with `SENDMSG_ZC` (the matrix's
+    /// `io_uring-zc` column; transport level only).
+    #[arg(long, conflicts_with = "baseline")]
+    pub zero_copy: bool,
     /// Run a baseline instead of a transport backend.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
@@ -147,6 +163,7 @@ impl RunArgs {
             (Some(Baseline::RawTokio), _) => System::RawTokio,
             (Some(Baseline::SparkNio), _) => System::Spark(SparkIo::Nio),
             (Some(Baseline::SparkEpoll), _) => System::Spark(SparkIo::Epoll),
+            (None, Some(IoMode::IoUring)) if self.zero_copy => System::UringZeroCopy,
             (None, mode) => System::Transport(mode.unwrap_or(IoMode::Auto)),
         };
         RunSpec {
@@ -161,6 +178,10 @@ impl RunArgs {
                     None => 1,
                 }),
                 rate: self.rate,
+                pinned_cpu: match (self.server_cpus, self.client_cpus) {
+                    (Some(s), Some(c)) if s == c && s.cpus().len() == 1 => Some(s.cpus()[0]),
+                    _ => None,
+                },
             },
             duration_s: self.duration,
             warmup_s: self.warmup,
@@ -192,9 +213,13 @@ pub struct MatrixArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "epoll,io_uring,raw-tokio,spark-nio,spark-epoll"
+        default_value = "epoll,io_uring,io_uring-zc,raw-tokio,spark-nio,spark-epoll"
     )]
     pub systems: Vec<System>,
+    /// Idle connections to open to a `serve` child after the runs, on each of epoll and io_uring
+    /// among --systems (as `rpc-bench idle-conns`, written to idle_conns.json); 0: skip.
+    #[arg(long, default_value_t = crate::idle_conns::DEFAULT_CONNECTIONS)]
+    pub idle_conns: usize,
     /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "transport,rpc")]
     pub levels: Vec<Level>,
@@ -207,8 +232,21 @@ pub struct MatrixArgs {
 impl MatrixArgs {
     /// The matrix these options describe, over the default workloads.
     pub fn spec(&self) -> MatrixSpec {
+        // The pinned row runs on CPU 0, or on the first CPU this process may use when 0 is not one.
+        let allowed = crate::host::allowed_cpus();
+        let cpu = match allowed.first() {
+            Some(&first) if !allowed.contains(&crate::workload::PINNED_CPU) => first,
+            _ => crate::workload::PINNED_CPU,
+        };
+        let workloads = Workload::default_matrix()
+            .into_iter()
+            .map(|w| match w.pinned_cpu {
+                Some(_) => w.pinned_to(cpu),
+                None => w,
+            })
+            .collect();
         MatrixSpec {
-            workloads: Workload::default_matrix().to_vec(),
+            workloads,
             systems: self.systems.clone(),
             levels: self.levels.clone(),
             repeat: self.repeat,
@@ -217,6 +255,7 @@ impl MatrixArgs {
             server_threads: 1,
             client_threads: 1,
             results_dir: self.results_dir.clone(),
+            idle_conns: self.idle_conns,
         }
     }
 }
@@ -230,6 +269,10 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
     let env = Environment::detect();
     match cli.command {
         Some(Command::Run(args)) => {
+            if args.zero_copy && args.io_mode != Some(IoMode::IoUring) {
+                let io_mode = args.io_mode.map_or("auto", IoMode::as_str).to_string();
+                return Err(BenchError::ZeroCopyNeedsIoUring { io_mode }.into());
+            }
             let mut record = run(&args.spec(), &env)?;
             if let Some(dir) = &args.histogram_dir {
                 save_run_histogram(dir, &mut record)?;
@@ -246,8 +289,9 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
             let summary = crate::report::report(&args.dir)?;
             println!("{}", summary.render_terminal());
             println!(
-                "Rewrote {} and its plots",
-                args.dir.join(crate::report::SUMMARY_MD).display()
+                "Rewrote {}, {} and the plots",
+                args.dir.join(crate::report::SUMMARY_MD).display(),
+                crate::check::CHECK_MD
             );
         }
         Some(Command::Serve(args)) => {
@@ -260,6 +304,19 @@ pub fn execute(cli: Cli, command: &str) -> Result<(), OutputError> {
                 save_run_histogram(dir, &mut record)?;
             }
             println!("{}", crate::remote_load::render(&record, &args)?);
+        }
+        Some(Command::Check(args)) => {
+            let report = crate::check::check(&args.dir)?;
+            print!("{}", report.render_table());
+        }
+        Some(Command::IdleConns(args)) => {
+            let exe = std::env::current_exe().map_err(|e| BenchError::io("find the rpc-bench binary", e))?;
+            let result = crate::idle_conns::run(&exe, args.io_mode, args.connections, &env)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&result).map_err(BenchError::from)?);
+            } else {
+                println!("{result}");
+            }
         }
         Some(Command::Merge(args)) => {
             let merged = merge_files(&args.files)?;
@@ -313,6 +370,18 @@ fn matrix(args: &MatrixArgs, env: &Environment, command: &str) -> Result<(), Out
         spec.repeat,
         outcome.dir.join("runs.jsonl").display()
     );
+    let idle = crate::idle_conns::read(&outcome.dir)?.unwrap_or_default();
+    for r in &idle {
+        println!("{r}");
+    }
+    let check = crate::check::evaluate(&outcome.records, Some(&idle));
+    println!(
+        "Issue 8's targets: {} met, {} not met, {} not measured; see {}",
+        check.count(crate::check::Status::Met),
+        check.count(crate::check::Status::NotMet),
+        check.count(crate::check::Status::NotMeasured),
+        outcome.dir.join(crate::check::CHECK_MD).display()
+    );
     Ok(())
 }
 
@@ -355,6 +424,12 @@ mod tests {
             (args.spec().workload.payload, args.spec().workload.response),
             (64, 1 << 20)
         );
+        let cli = parse(&["run", "--io-mode", "io_uring", "--zero-copy", "--payload", "1MiB"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.spec().system, System::UringZeroCopy);
+        assert!(parse(&["run", "--baseline", "raw-tokio", "--zero-copy"]).is_err());
     }
 
     #[test]
@@ -379,6 +454,7 @@ mod tests {
             vec![
                 System::Transport(IoMode::Epoll),
                 System::Transport(IoMode::IoUring),
+                System::UringZeroCopy,
                 System::RawTokio,
                 System::Spark(SparkIo::Nio),
                 System::Spark(SparkIo::Epoll)
@@ -387,9 +463,12 @@ mod tests {
         assert_eq!(spec.levels, vec![Level::Transport, Level::Rpc]);
         assert_eq!(
             spec.columns().len(),
-            7,
-            "5 systems at transport, 2 of them also at rpc"
+            8,
+            "6 systems at transport, 2 of them also at rpc"
         );
+        assert_eq!(spec.workloads.len(), 7);
+        let pinned = spec.workloads[6].pinned_cpu.expect("the last row is pinned");
+        assert!(crate::host::allowed_cpus().contains(&pinned));
         assert_eq!(spec.results_dir, PathBuf::from("results"));
         let cli = parse(&["--repeat", "1", "--systems", "raw-tokio"]).unwrap();
         assert_eq!((cli.matrix.repeat, cli.matrix.systems.len()), (1, 1));

@@ -24,9 +24,9 @@ impl Column {
     }
 
     /// Whether `system` can run at `level`: the baselines (`raw-tokio`, Spark)
-    /// have only the transport level.
+    /// and `io_uring-zc` have only the transport level.
     pub fn supported(system: System, level: Level) -> bool {
-        !(system.is_baseline() && level != Level::Transport)
+        level == Level::Transport || !(system.is_baseline() || system == System::UringZeroCopy)
     }
 
     /// The columns of a matrix, level by level, systems in the given order
@@ -76,7 +76,7 @@ impl Comparison {
     /// both its columns are present:
     /// 1. each transport-level system over `raw-tokio` (`epoll / raw-tokio`:
     ///    what the transport costs against hand-written tokio);
-    /// 2. `io_uring` over `epoll` at each level;
+    /// 2. `io_uring` over `epoll` at each level, then `io_uring-zc` over `epoll`;
     /// 3. each system's rpc level over its transport level (`epoll rpc / transport`:
     ///    what the RPC layer costs);
     /// 4. each of this project's columns, both levels, over `spark-epoll`, then
@@ -100,6 +100,10 @@ impl Comparison {
         for level in [Level::Transport, Level::Rpc] {
             push(Column::new(uring, level), Column::new(epoll, level));
         }
+        push(
+            Column::new(System::UringZeroCopy, Level::Transport),
+            Column::new(epoll, Level::Transport),
+        );
         for over in ours().filter(|c| c.level == Level::Rpc) {
             push(over, Column::new(over.system, Level::Transport));
         }
@@ -146,6 +150,12 @@ mod tests {
         );
         assert!(!Column::supported(System::RawTokio, Level::Rpc));
         assert!(Column::supported(EPOLL, Level::Rpc));
+        assert!(!Column::supported(System::UringZeroCopy, Level::Rpc));
+        let zc = Column::matrix(&[EPOLL, System::UringZeroCopy], &[Level::Transport, Level::Rpc]);
+        let names: Vec<String> = zc.iter().map(Column::to_string).collect();
+        assert_eq!(names, ["epoll transport", "io_uring-zc transport", "epoll rpc"]);
+        let labels: Vec<String> = Comparison::among(&zc).iter().map(Comparison::to_string).collect();
+        assert_eq!(labels, ["io_uring-zc / epoll", "epoll rpc / transport"]);
     }
 
     #[test]

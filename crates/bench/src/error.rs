@@ -68,6 +68,19 @@ pub enum BenchError {
         /// Failed requests.
         errors: u64,
     },
+    /// `rpc-bench idle-conns` could not measure: its `serve` child failed or answered wrongly,
+    /// or the open-file limit is too low.
+    #[error("the idle-connection benchmark failed: {reason}")]
+    IdleConns {
+        /// What went wrong, and what to do.
+        reason: String,
+    },
+    /// `run --zero-copy` without `--io-mode io_uring`.
+    #[error("--zero-copy sends with io_uring's SENDMSG_ZC; add --io-mode io_uring (not {io_mode})")]
+    ZeroCopyNeedsIoUring {
+        /// The IO mode given (`auto` when none).
+        io_mode: String,
+    },
     /// A results file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Results {

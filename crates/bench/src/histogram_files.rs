@@ -147,10 +147,15 @@ pub fn workload_slug(w: &Workload) -> String {
         slug.push('-');
         slug.push_str(&size(w.response));
     }
-    match w.rate {
+    let slug = match w.rate {
         // An open loop is told apart from the closed loop of the same shape by its rate.
         Some(rate) => format!("{slug}-{}x{}-{rate}rps", w.conns, w.inflight),
         None => format!("{slug}-{}x{}", w.conns, w.inflight),
+    };
+    // A pinned row, from the unpinned one of the same shape by its CPU.
+    match w.pinned_cpu {
+        Some(cpu) => format!("{slug}-cpu{cpu}"),
+        None => slug,
     }
 }
 
@@ -267,6 +272,10 @@ mod tests {
         };
         assert_eq!(workload_slug(&open), "64B-1x64-20000rps");
         assert_ne!(workload_slug(&open), workload_slug(&Workload::echo(64, 1, 64)));
+        assert_eq!(
+            workload_slug(&Workload::echo(64, 1, 1).pinned_to(0)),
+            "64B-1x1-cpu0"
+        );
         let w = Workload {
             response: 1500,
             ..Workload::echo(4096, 1, 16)

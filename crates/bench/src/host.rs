@@ -110,6 +110,15 @@ impl CpuList {
     /// CPU numbers a list may hold: 0 to 255 (kept small: a list is copied with every run spec).
     pub const MAX_CPUS: usize = 64 * Self::WORDS;
 
+    /// The list of the one CPU `cpu`; `None` when `cpu` is not below [`Self::MAX_CPUS`].
+    pub fn single(cpu: usize) -> Option<Self> {
+        (cpu < Self::MAX_CPUS).then(|| {
+            let mut set = [0u64; Self::WORDS];
+            set[cpu / 64] |= 1 << (cpu % 64);
+            Self(set)
+        })
+    }
+
     /// The CPU numbers, ascending.
     pub fn cpus(&self) -> Vec<usize> {
         (0..Self::MAX_CPUS)
@@ -380,6 +389,9 @@ mod tests {
     fn cpu_lists_parse_and_print() {
         let l: CpuList = "0".parse().unwrap();
         assert_eq!(l.cpus(), vec![0]);
+        assert_eq!(CpuList::single(0), Some(l));
+        assert_eq!(CpuList::single(70).map(|l| l.cpus()), Some(vec![70]));
+        assert_eq!(CpuList::single(CpuList::MAX_CPUS), None);
         let l: CpuList = "0,1".parse().unwrap();
         assert_eq!((l.cpus(), l.to_string()), (vec![0, 1], "0-1".to_string()));
         let l: CpuList = " 0-2, 5 ,7-7".parse().unwrap();

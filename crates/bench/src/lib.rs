@@ -14,9 +14,12 @@
 //! - what a person reads: [`histogram_files`] (each run's `.hgrm` percentile distribution and
 //!   `.hist` V2 histogram, µs), [`machine`] (`machine.json`), [`plot`] (SVG latency and
 //!   throughput plots), [`report`] (`summary.md` and plots, re-rendered by `rpc-bench report`),
-//!   [`merge`] (`rpc-bench merge` of histogram files); [`output_error`]: their failures;
+//!   [`merge`] (`rpc-bench merge` of histogram files), [`check`] (`rpc-bench check`: issue 8's
+//!   [`targets`] against a results folder, also its `check.md`); [`output_error`]: their failures;
 //! - across processes or hosts: [`serve`] (`rpc-bench serve`, the server half alone) and
-//!   [`remote_load`] (`rpc-bench load --connect`, the client half, with `--verify`).
+//!   [`remote_load`] (`rpc-bench load --connect`, the client half, with `--verify`);
+//! - [`idle_conns`] (`rpc-bench idle-conns`: a `serve` child's RSS and pool buffers per idle
+//!   connection; [`fd_limit`] raises the open-file limit it needs).
 //!
 //! # Example
 //!
@@ -30,13 +33,16 @@
 //! ```
 
 pub mod alloc_counter;
+pub mod check;
 pub mod cli;
 pub mod column;
 pub mod config_file;
 pub mod drive;
 pub mod error;
+pub mod fd_limit;
 pub mod histogram_files;
 pub mod host;
+pub mod idle_conns;
 pub mod machine;
 pub mod matrix;
 pub mod measure;
@@ -53,6 +59,7 @@ pub mod run;
 pub mod serve;
 pub mod spark_load;
 pub mod table;
+pub mod targets;
 pub mod transport_load;
 pub mod workload;
 

@@ -13,7 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::column::Column;
 use crate::error::BenchError;
 use crate::histogram_files::{self, Latency, run_stem};
-use crate::host::Environment;
+use transport::IoMode;
+
+use crate::host::{CpuList, Environment};
+use crate::idle_conns;
 use crate::machine::Machine;
 use crate::output_error::OutputError;
 use crate::record::Record;
@@ -43,24 +46,59 @@ pub struct MatrixSpec {
     pub client_threads: usize,
     /// Parent folder of the results folder.
     pub results_dir: PathBuf,
+    /// Idle connections `rpc-bench idle-conns` opens to a `serve` child after the runs, for each
+    /// of `epoll` and `io_uring` among the systems ([`crate::idle_conns`]); 0: none.
+    pub idle_conns: usize,
 }
 
 impl MatrixSpec {
+    /// The IO modes whose idle connections the matrix measures: `epoll` and `io_uring`, in the
+    /// order of `systems`, when `idle_conns` is above 0.
+    pub fn idle_modes(&self) -> Vec<IoMode> {
+        let mut modes = Vec::new();
+        for s in &self.systems {
+            if let System::Transport(m @ (IoMode::Epoll | IoMode::IoUring)) = *s
+                && self.idle_conns > 0
+                && !modes.contains(&m)
+            {
+                modes.push(m);
+            }
+        }
+        modes
+    }
+
+    /// Why the idle connections will not be measured, said before the runs rather than after
+    /// them: the open-file hard limit is below what `idle_conns` connections need.
+    pub fn idle_limit_warning(&self) -> Option<String> {
+        let need = idle_conns::fds_needed(self.idle_conns);
+        let (_, hard) = crate::fd_limit::limits();
+        (!self.idle_modes().is_empty() && hard < need).then(|| {
+            format!(
+                "--idle-conns {} needs {need} open files but the hard limit is {hard}; the idle \
+                 connections will not be measured (raise `ulimit -Hn`, or pass a smaller --idle-conns)",
+                self.idle_conns
+            )
+        })
+    }
+
     /// The table's columns: see [`Column::matrix`].
     pub fn columns(&self) -> Vec<Column> {
         Column::matrix(&self.systems, &self.levels)
     }
 
-    /// The runs in execution order: per workload, `repeat` rounds of every column.
+    /// The runs in execution order: per workload, `repeat` rounds of every column that runs it
+    /// ([`System::runs`]); a pinned workload's runs pin server and client to its CPU.
     pub fn runs(&self) -> Vec<RunSpec> {
         let columns = self.columns();
         let mut runs = Vec::new();
         for &workload in &self.workloads {
             for _ in 0..self.repeat {
                 for &Column { system, level } in &columns {
-                    if workload.rate.is_some() && matches!(system, System::Spark(_)) {
-                        continue; // the Spark baseline has no open loop; its cell stays empty
+                    if !system.runs(&workload) {
+                        continue; // e.g. Spark has no open loop: its cell stays empty
                     }
+                    // A CPU beyond CpuList's range stays unpinned here and fails in `run`'s check.
+                    let pinned = workload.pinned_cpu.and_then(CpuList::single);
                     runs.push(RunSpec {
                         system,
                         level,
@@ -69,8 +107,8 @@ impl MatrixSpec {
                         warmup_s: self.warmup_s,
                         server_threads: self.server_threads,
                         client_threads: self.client_threads,
-                        server_cpus: None,
-                        client_cpus: None,
+                        server_cpus: pinned,
+                        client_cpus: pinned,
                     });
                 }
             }
@@ -118,14 +156,17 @@ fn create_results_dir(parent: &Path, env: &Environment) -> Result<PathBuf, Bench
 }
 
 /// Runs the matrix, appending each record to `runs.jsonl` (and its histogram to
-/// `runs/<index>-...`, see [`run_stem`]) as it completes, then writes `summary.md` and the
-/// plots. `matrix.json` and `machine.json` are written first. `command` is the command line,
-/// for the summary.
+/// `runs/<index>-...`, see [`run_stem`]) as it completes; then measures idle connections
+/// ([`MatrixSpec::idle_modes`], with this process's own binary as the `serve` child, so the
+/// caller must be `rpc-bench`) into `idle_conns.json`; then writes `summary.md`, the plots and
+/// `check.md`. `matrix.json` and `machine.json` are written first. `command` is the command
+/// line, for the summary.
 ///
 /// # Errors
 /// [`BenchError::EmptyMatrix`] when no system runs at any of the levels; the
 /// first run that fails; [`BenchError::Results`] or [`OutputError::Write`] when the files
-/// cannot be written, [`OutputError::Plot`] when a plot cannot be drawn.
+/// cannot be written, [`OutputError::Plot`] when a plot cannot be drawn;
+/// [`BenchError::IdleConns`] when the idle-connection measurement fails.
 pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result<MatrixOutcome, OutputError> {
     let columns = spec.columns();
     if columns.is_empty() {
@@ -135,6 +176,9 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
             levels: join(spec.levels.iter().map(Level::to_string).collect()),
         }
         .into());
+    }
+    if let Some(warning) = spec.idle_limit_warning() {
+        eprintln!("rpc-bench: {warning}");
     }
     let dir = create_results_dir(&spec.results_dir, env)?;
     MatrixFile::new(spec, command).write(&dir)?;
@@ -167,6 +211,26 @@ pub fn run_matrix(spec: &MatrixSpec, env: &Environment, command: &str) -> Result
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let modes = spec.idle_modes();
+    if !modes.is_empty() {
+        // A failure here costs the folder its idle_conns.json entry (check.md then says NOT
+        // MEASURED), not the runs already made.
+        let mut results = Vec::with_capacity(modes.len());
+        for mode in modes {
+            eprintln!(
+                "rpc-bench: {} idle connections to a {mode} serve child",
+                spec.idle_conns
+            );
+            let measured = std::env::current_exe()
+                .map_err(|e| BenchError::io("find the rpc-bench binary", e))
+                .and_then(|exe| idle_conns::run(&exe, mode, spec.idle_conns, env));
+            match measured {
+                Ok(r) => results.push(r),
+                Err(e) => eprintln!("rpc-bench: idle connections on {mode} not measured: {e}"),
+            }
+        }
+        idle_conns::write(&dir, &results)?;
+    }
     let summary = write_outputs(&dir, spec, env, command, &records)?;
     Ok(MatrixOutcome {
         dir,
@@ -205,15 +269,34 @@ pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, sum
         "# rpc-bench matrix\n\n\
          Command: `{command}`\n\n\
          - Machine: {host}, {model}, {cores} CPUs, kernel {kernel}\n\
-         - Placement: threads not pinned; allowed CPUs {cpus}; {st} server and {ct} client event-loop threads\n\
+         - Placement: threads not pinned{pinned}; allowed CPUs {cpus}; {st} server and {ct} client event-loop threads\n\
          - Source: {sha}{dirty}\n\
-         - Levels: {levels}; raw-tokio runs at the transport level only\n\
+         - Levels: {levels}; raw-tokio runs at the transport level only{zc}\n\
          - Load: closed loop, server and client in one process on 127.0.0.1; \
          {d} s measured after {w} s warmup per run\n\n\
          {table}\n\n\
          Figures are medians of {n} interleaved runs ({order}, ...) per workload and column. \
          Latencies in µs; ratios are of median req/s: `epoll / raw-tokio` is what the transport \
-         costs against a hand-written tokio echo, `epoll rpc / transport` what the RpcEnv costs over its transport.\n",
+         costs against a hand-written tokio echo, `epoll rpc / transport` what the RpcEnv costs over its transport.\n{bytes}",
+        pinned = if spec.workloads.iter().any(|w| w.pinned_cpu.is_some()) {
+            ", except in the rows marked `pinned to CPU N`: every server and client thread on that \
+             CPU (the Spark baseline, in a JVM, skips them)"
+        } else {
+            ""
+        },
+        zc = if spec.systems.contains(&System::UringZeroCopy) {
+            format!(
+                "; io_uring-zc is io_uring sending bodies of {} or more with `SENDMSG_ZC`, and runs \
+                 only the workloads with such bodies, at the transport level",
+                crate::workload::format_bytes(crate::workload::ZERO_COPY_THRESHOLD)
+            )
+        } else {
+            String::new()
+        },
+        bytes = match summary.render_bytes_markdown() {
+            b if b.is_empty() => b,
+            b => format!("\n{b}"),
+        },
         host = h.hostname,
         model = h.cpu_model,
         cores = h.cores,
@@ -234,7 +317,6 @@ pub fn summary_markdown(spec: &MatrixSpec, env: &Environment, command: &str, sum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transport::IoMode;
 
     #[test]
     fn runs_are_interleaved_per_workload() {
@@ -248,9 +330,24 @@ mod tests {
             server_threads: 1,
             client_threads: 1,
             results_dir: "results".into(),
+            idle_conns: 0,
         };
         let runs = spec.runs();
-        assert_eq!(runs.len(), 54, "6 workloads × 3 repeats × 3 columns");
+        assert_eq!(runs.len(), 63, "7 workloads × 3 repeats × 3 columns");
+        let pinned: Vec<&RunSpec> = runs.iter().filter(|r| r.workload.pinned_cpu.is_some()).collect();
+        assert_eq!(pinned.len(), 9);
+        let cpu0 = CpuList::single(crate::workload::PINNED_CPU);
+        assert!(
+            pinned
+                .iter()
+                .all(|r| r.server_cpus == cpu0 && r.client_cpus == cpu0),
+            "the pinned row pins both sides to its CPU"
+        );
+        assert!(
+            runs.iter()
+                .filter(|r| r.workload.pinned_cpu.is_none())
+                .all(|r| r.server_cpus.is_none() && r.client_cpus.is_none())
+        );
         let with_spark = MatrixSpec {
             systems: vec![
                 System::Transport(IoMode::Epoll),
@@ -266,7 +363,25 @@ mod tests {
                 .all(|r| r.workload.rate.is_none() || r.system.name() == "epoll"),
             "the Spark baseline skips the open-loop workload"
         );
-        assert_eq!(with_spark.runs().len(), 6 * 3 * 2 - 3);
+        assert_eq!(with_spark.runs().len(), 7 * 3 * 2 - 2 * 3, "nor the pinned row");
+        let with_zc = MatrixSpec {
+            systems: vec![System::Transport(IoMode::Epoll), System::UringZeroCopy],
+            ..spec.clone()
+        };
+        let zc_runs = with_zc.runs();
+        let zc: Vec<&RunSpec> = zc_runs
+            .iter()
+            .filter(|r| r.system == System::UringZeroCopy)
+            .collect();
+        assert_eq!(
+            zc.len(),
+            3,
+            "io_uring-zc runs the 1 MiB row only, at the transport level"
+        );
+        assert!(
+            zc.iter()
+                .all(|r| r.workload.payload == crate::workload::MIB && r.level == Level::Transport)
+        );
         let names: Vec<String> = runs[..6]
             .iter()
             .map(|r| Column::new(r.system, r.level).to_string())
@@ -280,7 +395,7 @@ mod tests {
             levels: vec![Level::Transport],
             ..spec.clone()
         };
-        assert_eq!(transport_only.runs().len(), 36);
+        assert_eq!(transport_only.runs().len(), 42);
         let summary = Summary::new(&spec.columns(), &spec.workloads, &[]);
         let md = summary_markdown(&spec, &Environment::detect(), "rpc-bench", &summary);
         assert!(
@@ -306,6 +421,7 @@ mod tests {
             server_threads: 1,
             client_threads: 1,
             results_dir: tmp.path().join("r"),
+            idle_conns: 0,
         };
         let e = run_matrix(&spec, &Environment::detect(), "rpc-bench").unwrap_err();
         assert!(
@@ -314,6 +430,51 @@ mod tests {
         );
         assert!(e.to_string().contains("raw-tokio at levels rpc"), "{e}");
         assert!(!spec.results_dir.exists());
+    }
+
+    #[test]
+    fn idle_connections_are_measured_on_the_transport_modes_asked() {
+        let spec = MatrixSpec {
+            workloads: vec![Workload::echo(64, 1, 1)],
+            systems: vec![
+                System::RawTokio,
+                System::Transport(IoMode::IoUring),
+                System::UringZeroCopy,
+                System::Transport(IoMode::Auto),
+                System::Transport(IoMode::Epoll),
+            ],
+            levels: vec![Level::Transport],
+            repeat: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            server_threads: 1,
+            client_threads: 1,
+            results_dir: "results".into(),
+            idle_conns: 10,
+        };
+        assert_eq!(spec.idle_modes(), [IoMode::IoUring, IoMode::Epoll]);
+        assert!(
+            MatrixSpec {
+                idle_conns: 0,
+                ..spec.clone()
+            }
+            .idle_modes()
+            .is_empty()
+        );
+        assert_eq!(spec.idle_limit_warning(), None, "10 connections fit any limit");
+        let many = MatrixSpec {
+            idle_conns: usize::MAX / 2,
+            ..spec.clone()
+        };
+        assert!(
+            many.idle_limit_warning()
+                .is_some_and(|w| w.contains("hard limit"))
+        );
+        let baselines = MatrixSpec {
+            systems: vec![System::RawTokio],
+            ..spec
+        };
+        assert!(baselines.idle_modes().is_empty());
     }
 
     #[test]

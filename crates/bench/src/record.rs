@@ -46,15 +46,19 @@ pub struct RunOptions {
     pub server_cpus: Option<Vec<usize>>,
     /// `--client-cpus`; `null` when not pinned.
     pub client_cpus: Option<Vec<usize>>,
+    /// Bytes from which io_uring sends a body with `SENDMSG_ZC` (the `io_uring-zc` column);
+    /// `null` for the defaults (no zero-copy sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_copy_threshold: Option<usize>,
 }
 
 impl RunOptions {
     /// The options of `spec`.
     pub fn of(spec: &RunSpec) -> Self {
         let w = spec.workload;
-        let (io_mode, baseline) = match spec.system {
-            System::Transport(mode) => (Some(mode.as_str().to_string()), None),
-            other => (None, Some(other.name().to_string())),
+        let (io_mode, baseline) = match spec.system.io_mode() {
+            Some(mode) => (Some(mode.as_str().to_string()), None),
+            None => (None, Some(spec.system.name().to_string())),
         };
         Self {
             io_mode,
@@ -71,6 +75,8 @@ impl RunOptions {
             client_threads: spec.client_threads,
             server_cpus: spec.server_cpus.as_ref().map(CpuList::cpus),
             client_cpus: spec.client_cpus.as_ref().map(CpuList::cpus),
+            zero_copy_threshold: (spec.system == System::UringZeroCopy)
+                .then_some(crate::workload::ZERO_COPY_THRESHOLD),
         }
     }
 }
@@ -207,14 +213,22 @@ impl Record {
         })
     }
 
-    /// The workload this record measured.
+    /// The workload this record measured; `pinned_cpu` is set when the server's and the
+    /// client's threads were all pinned to the same single CPU.
     pub fn workload(&self) -> Workload {
+        let pinned_cpu = match (&self.cpus.server, &self.cpus.client) {
+            (Some(server), Some(client)) if self.cpus.pinned && server == client && server.len() == 1 => {
+                Some(server[0])
+            }
+            _ => None,
+        };
         Workload {
             payload: self.payload,
             response: self.response,
             conns: self.conns,
             inflight: self.inflight,
             rate: self.rate.map(|r| r as u64),
+            pinned_cpu,
         }
     }
 

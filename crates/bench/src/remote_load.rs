@@ -202,6 +202,7 @@ impl LoadArgs {
                 conns: self.conns,
                 inflight: self.inflight,
                 rate: None,
+                pinned_cpu: None,
             },
             duration_s: self.duration,
             warmup_s: self.warmup,

@@ -1,6 +1,7 @@
 //! What a results folder shows a person, written by `rpc-bench matrix` and rewritten from the
-//! folder's own files by `rpc-bench report DIR`: `summary.md` (the table, the machine, links to
-//! the plots) and `plots/<workload>-latency.svg`, `plots/<workload>-throughput.svg`.
+//! folder's own files by `rpc-bench report DIR`: `summary.md` (the table, the machine, the idle
+//! connections, links to the plots and to `check.md`), `check.md` (issue 8's targets, see
+//! [`crate::check`]) and `plots/<workload>-latency.svg`, `plots/<workload>-throughput.svg`.
 //!
 //! `report` reads `matrix.json` (what ran, the command), `machine.json`, `runs.jsonl` and each
 //! run's `.hist` file, so the figures it writes are the ones the matrix measured.
@@ -10,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{CHECK_MD, Status};
 use crate::column::Column;
 use crate::histogram_files::{self, HIST, Latency, workload_slug};
 use crate::host::Environment;
+use crate::idle_conns::IdleConns;
 use crate::machine::Machine;
 use crate::matrix::{MatrixSpec, summary_markdown};
 use crate::measure::new_histogram;
@@ -53,6 +56,10 @@ pub struct MatrixFile {
     pub server_threads: usize,
     /// Client event-loop threads per run.
     pub client_threads: usize,
+    /// Idle connections measured per IO mode (`idle_conns.json`); 0 when none (and in folders
+    /// written before it existed).
+    #[serde(default)]
+    pub idle_conns: usize,
 }
 
 impl MatrixFile {
@@ -68,6 +75,7 @@ impl MatrixFile {
             warmup_s: spec.warmup_s,
             server_threads: spec.server_threads,
             client_threads: spec.client_threads,
+            idle_conns: spec.idle_conns,
         }
     }
 
@@ -95,6 +103,7 @@ impl MatrixFile {
             server_threads: self.server_threads,
             client_threads: self.client_threads,
             results_dir: dir.parent().map_or_else(PathBuf::new, Path::to_path_buf),
+            idle_conns: self.idle_conns,
         })
     }
 
@@ -202,10 +211,57 @@ pub fn write_plots(dir: &Path, summary: &Summary, records: &[Record]) -> Result<
     Ok(())
 }
 
-/// Writes `summary.md` and the plots of a results folder; returns the table.
+/// The `## Idle connections` section of `summary.md`, from `idle_conns.json`'s results (none:
+/// a line saying so).
+pub fn idle_markdown(results: &[IdleConns]) -> String {
+    if results.is_empty() {
+        return format!(
+            "\n## Idle connections\n\nNot measured: `{}` is empty (the matrix said why on stderr).\n",
+            crate::idle_conns::IDLE_CONNS_JSON
+        );
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    t.set_header([
+        "server",
+        "idle connections",
+        "server RSS before → after",
+        "RSS per idle connection",
+        "pool buffers in use before → after",
+        "buffers per idle connection",
+    ]);
+    for r in results {
+        t.add_row([
+            r.io_mode.clone(),
+            r.connections.to_string(),
+            format!(
+                "{:.0} KiB → {:.0} KiB",
+                r.rss_before_bytes as f64 / 1024.0,
+                r.rss_after_bytes as f64 / 1024.0
+            ),
+            format!("{:.0} B", r.rss_per_conn_bytes),
+            format!("{} → {}", r.pool_buffers_before, r.pool_buffers_after),
+            format!("{:.2}", r.buffers_per_conn),
+        ]);
+    }
+    format!(
+        "\n## Idle connections\n\n\
+         A `rpc-bench serve --level transport` child per IO mode; this process opens the connections, \
+         sends one {body} B request on each, reads its answer and leaves them idle. RSS is the \
+         child's VmRSS after {warm} warmup connections and with all of them open \
+         (`rpc-bench idle-conns`, [`{file}`]({file})).\n\n{t}\n",
+        body = crate::idle_conns::REQUEST_BODY,
+        warm = crate::idle_conns::WARMUP_CONNECTIONS,
+        file = crate::idle_conns::IDLE_CONNS_JSON,
+    )
+}
+
+/// Writes `summary.md`, the plots and `check.md` of a results folder (with its
+/// `idle_conns.json`, when it has one); returns the table.
 ///
 /// # Errors
-/// [`OutputError::Write`] or [`OutputError::Plot`].
+/// [`OutputError::Write`] or [`OutputError::Plot`]; [`OutputError::Bench`] when
+/// `idle_conns.json` exists but does not parse.
 pub fn write_outputs(
     dir: &Path,
     spec: &MatrixSpec,
@@ -215,8 +271,25 @@ pub fn write_outputs(
 ) -> Result<Summary, OutputError> {
     let summary = Summary::new(&spec.columns(), &spec.workloads, records);
     write_plots(dir, &summary, records)?;
+    let idle = crate::idle_conns::read(dir)?;
+    let check = crate::check::evaluate(records, idle.as_deref());
+    check.write(dir)?;
     let md = dir.join(SUMMARY_MD);
-    let text = summary_markdown(spec, env, command, &summary) + &plots_markdown(&spec.workloads);
+    let mut text = summary_markdown(spec, env, command, &summary);
+    if let Some(idle) = &idle {
+        text.push_str(&idle_markdown(idle));
+    }
+    let name = dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    text.push_str(&format!(
+        "\n## Targets\n\n[`{CHECK_MD}`]({CHECK_MD}) checks issue 8's performance targets against these \
+         figures: {} met, {} not met, {} not measured (`rpc-bench check {name}` prints it again).\n",
+        check.count(Status::Met),
+        check.count(Status::NotMet),
+        check.count(Status::NotMeasured),
+    ));
+    text.push_str(&plots_markdown(&spec.workloads));
     fs::write(&md, text).map_err(OutputError::write(&md))?;
     Ok(summary)
 }
@@ -285,6 +358,7 @@ mod tests {
             server_threads: 1,
             client_threads: 1,
             results_dir: dir.to_path_buf(),
+            idle_conns: 0,
         }
     }
 

@@ -2,13 +2,17 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use transport::TransportConf;
+use transport::{BufferPool, Transport, TransportConf, TransportError};
+use transport_uring::{UringConf, UringTransport};
 
 use crate::error::BenchError;
 use crate::host::{CpuList, Environment};
+use crate::measure::Measurement;
 use crate::record::Record;
-use crate::workload::{System, Workload};
+use crate::workload::{System, Workload, ZERO_COPY_THRESHOLD};
 use crate::{raw_tokio, rpc_load, spark_load, transport_load};
 
 /// The layer a run loads.
@@ -67,10 +71,7 @@ impl RunSpec {
         let defaults = TransportConf::default();
         let largest = self.workload.payload.max(self.workload.response) as u64 + FRAME_OVERHEAD;
         TransportConf {
-            io_mode: match self.system {
-                System::Transport(mode) => mode,
-                System::RawTokio | System::Spark(_) => defaults.io_mode,
-            },
+            io_mode: self.system.io_mode().unwrap_or(defaults.io_mode),
             server_threads: self.server_threads,
             client_threads: self.client_threads,
             max_frame_size: defaults.max_frame_size.max(largest),
@@ -82,7 +83,7 @@ impl RunSpec {
 /// Runs `spec` and turns its measurement into a [`Record`].
 ///
 /// # Errors
-/// [`BenchError::LevelUnavailable`] for `raw-tokio` at any level but transport,
+/// [`BenchError::LevelUnavailable`] for `raw-tokio`, Spark and `io_uring-zc` at any level but transport,
 /// [`BenchError::Transport`] when the backend cannot run (e.g. `io_uring`),
 /// [`BenchError::Rpc`] when an RpcEnv cannot start or reach its endpoint,
 /// [`BenchError::Io`] when the baseline's sockets or threads fail, or a CPU list names a CPU
@@ -101,6 +102,23 @@ pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
             })?;
         }
     }
+    if let Some(cpu) = spec.workload.pinned_cpu
+        && (CpuList::single(cpu).is_none()
+            || spec.server_cpus != CpuList::single(cpu)
+            || spec.client_cpus != CpuList::single(cpu))
+    {
+        let e = format!(
+            "the workload is pinned to CPU {cpu} but the run pins to {:?} / {:?}; pin server and client \
+             to that one CPU (below {})",
+            spec.server_cpus,
+            spec.client_cpus,
+            CpuList::MAX_CPUS
+        );
+        return Err(BenchError::io(
+            "pin the run's threads to its workload's CPU",
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        ));
+    }
     if let System::Spark(_) = spec.system
         && (spec.workload.rate.is_some() || spec.server_cpus.is_some() || spec.client_cpus.is_some())
     {
@@ -112,6 +130,26 @@ pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
     }
     let measurement = match (spec.system, spec.level) {
         (System::Transport(_), Level::Transport) => transport_load::run(spec.transport_conf(), spec)?,
+        (System::UringZeroCopy, Level::Transport) => {
+            let conf = spec.transport_conf();
+            let uring = UringConf {
+                zero_copy_threshold: ZERO_COPY_THRESHOLD,
+                ..UringConf::default().with_env()
+            };
+            let make = || -> Result<Arc<dyn Transport>, TransportError> {
+                let pool = BufferPool::new(conf.pool_max_bytes);
+                Ok(Arc::new(UringTransport::with_uring_conf(
+                    conf.clone(),
+                    pool,
+                    uring,
+                )?))
+            };
+            let m = transport_load::run_on(spec, make)?;
+            Measurement {
+                system: spec.system.name().into(),
+                ..m
+            }
+        }
         (System::Transport(_), Level::Rpc) => rpc_load::run(spec)?,
         (System::RawTokio, Level::Transport) => raw_tokio::run(spec)?,
         (System::Spark(io), Level::Transport) => {
@@ -119,7 +157,7 @@ pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
             let measurement = spark_load::run(io, &spec)?;
             return Record::new(&spec, &measurement, env);
         }
-        (System::RawTokio | System::Spark(_), level) => {
+        (System::RawTokio | System::Spark(_) | System::UringZeroCopy, level) => {
             return Err(BenchError::LevelUnavailable {
                 system: spec.system.to_string(),
                 level,

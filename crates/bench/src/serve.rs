@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use clap::Args;
 use rpc::RpcEnv;
+use serde::{Deserialize, Serialize};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use transport::{IoMode, TransportClient, TransportHandler};
@@ -52,7 +53,44 @@ pub struct ServeArgs {
     /// Server event-loop threads [default: 1, or the --config file's].
     #[arg(long, value_parser = parse_count)]
     pub server_threads: Option<usize>,
+    /// Transport level: answer each `stats` line read on stdin with a line `STATS <json>` on
+    /// stdout ([`ServeStats`]: open connections, requests, the buffer pool's counters); what
+    /// `rpc-bench idle-conns` reads.
+    #[arg(long)]
+    pub stats_stdin: bool,
 }
+
+/// What `serve --stats-stdin` prints after `STATS ` for each `stats` line: the transport
+/// level's counters at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeStats {
+    /// Connections open now (accepted, not yet closed: `channel_active` minus `channel_inactive`).
+    pub connections: u64,
+    /// RpcRequests answered so far.
+    pub requests: u64,
+    /// Buffers the transport's pool has handed out and not had back (receive buffers, frames
+    /// in flight, io_uring's provided buffers): `served - returned - released`.
+    pub pool_buffers_in_use: u64,
+    /// Bytes of idle buffers the pool holds for reuse.
+    pub pool_bytes_held: u64,
+}
+
+impl ServeStats {
+    /// The counters of `handler` and `pool` now.
+    pub fn of(handler: &ServeHandler, pool: &transport::BufferPool) -> Self {
+        let p = pool.stats();
+        Self {
+            connections: handler.connections(),
+            requests: handler.requests(),
+            pool_buffers_in_use: (p.served_from_pool + p.served_fresh)
+                .saturating_sub(p.returned + p.released),
+            pool_bytes_held: p.bytes_held,
+        }
+    }
+}
+
+/// The prefix of a stats line on `serve --stats-stdin`'s stdout.
+pub const STATS_PREFIX: &str = "STATS ";
 
 /// What a transport-level server answers and counts.
 #[derive(Debug, Default)]
@@ -63,6 +101,8 @@ pub struct ServeHandler {
     requests: AtomicU64,
     /// OneWayMessages received.
     one_way: AtomicU64,
+    /// Connections open now.
+    connections: AtomicU64,
 }
 
 impl ServeHandler {
@@ -83,6 +123,11 @@ impl ServeHandler {
     pub fn one_way(&self) -> u64 {
         self.one_way.load(Ordering::Relaxed)
     }
+
+    /// Connections open now.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
 }
 
 impl TransportHandler for ServeHandler {
@@ -97,6 +142,34 @@ impl TransportHandler for ServeHandler {
 
     fn receive_one_way(&self, _client: &TransportClient, _body: Bytes) {
         self.one_way.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn channel_active(&self, _client: &TransportClient) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn channel_inactive(&self, _client: &TransportClient) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers each `stats` line of stdin with a `STATS <json>` line on stdout until stdin ends;
+/// other lines are ignored.
+fn answer_stats(handler: Arc<ServeHandler>, transport: Arc<dyn transport::Transport>) {
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() != "stats" {
+            continue;
+        }
+        let stats = ServeStats::of(&handler, transport.pool());
+        let json = serde_json::to_string(&stats).expect("plain counters serialize");
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{STATS_PREFIX}{json}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            break;
+        }
     }
 }
 
@@ -152,6 +225,10 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
     let bind: SocketAddr = resolve(&args.bind)?;
     let largest = args.response.unwrap_or(0).max(MAX_ECHO_BODY);
     let mut conf = side_conf(args.config.as_deref(), args.io_mode, args.server_threads, largest)?;
+    // As Netty servers are run: as many connections as the hard limit allows.
+    if let Err(error) = crate::fd_limit::raise_to_hard() {
+        tracing::warn!(%error, "serve could not raise its open-file limit");
+    }
     // Installed before the address is printed: a signal sent right after it is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| BenchError::io("install the SIGINT and SIGTERM handlers", e))?;
@@ -159,6 +236,13 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
         Level::Transport => {
             let transport = rpc::create_transport(&conf.transport)?;
             let handler = Arc::new(ServeHandler::new(args.response));
+            if args.stats_stdin {
+                let (h, t) = (Arc::clone(&handler), Arc::clone(&transport));
+                std::thread::Builder::new()
+                    .name("serve-stats".into())
+                    .spawn(move || answer_stats(h, t))
+                    .map_err(|e| BenchError::io("start the thread answering `stats` on stdin", e))?;
+            }
             let served = transport
                 .bind(bind, Arc::clone(&handler) as Arc<dyn TransportHandler>)
                 .map_err(BenchError::from)
@@ -179,6 +263,9 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
             })
         }
         Level::Rpc => {
+            if args.stats_stdin {
+                tracing::warn!("--stats-stdin answers at the transport level only; ignored at --level rpc");
+            }
             conf.name = "rpc-bench-serve".into();
             conf.bind_address = Some(bind);
             let env = RpcEnv::create(conf)?;
@@ -256,6 +343,13 @@ mod tests {
         let payload = Bytes::from(request_pattern(1000));
         assert!(Expected::Echo(payload).matches(&body));
         assert_eq!((requests, one_way), (1, 3));
+        let h = ServeHandler::new(None);
+        let pool = transport::BufferPool::new(1 << 20);
+        let held = pool.allocate(100);
+        let stats = ServeStats::of(&h, &pool);
+        assert_eq!((stats.connections, stats.pool_buffers_in_use), (0, 1));
+        drop(held);
+        assert_eq!(ServeStats::of(&h, &pool).pool_buffers_in_use, 0);
         let (body, _, _) = exchange(Some(4096));
         assert!(Expected::Fill(4096).matches(&body));
         let report = ServeReport {

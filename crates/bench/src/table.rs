@@ -9,6 +9,14 @@ use crate::column::{Column, Comparison};
 use crate::record::Record;
 use crate::workload::{System, Workload};
 
+/// Bodies of at least this many bytes make a bulk workload, whose throughput the summary also
+/// gives in bytes per second.
+pub const BULK_BYTES: usize = crate::workload::ZERO_COPY_THRESHOLD;
+
+/// What the bytes-per-second table holds.
+const BYTES_CAPTION: &str = "Bulk workloads in bytes: median MB/s (10^6 bytes per second, request and \
+     response frames with their headers, both ways).";
+
 /// Medians of one column's runs of one workload.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cell {
@@ -18,6 +26,8 @@ pub struct Cell {
     pub p50_us: f64,
     /// Median of the runs' p99 latencies, in µs.
     pub p99_us: f64,
+    /// Median megabytes (10^6 bytes) per second, request and response frames both ways.
+    pub mb_per_s: f64,
     /// Runs the medians are taken over.
     pub runs: usize,
 }
@@ -81,6 +91,7 @@ impl Summary {
                             rps: med(|r| r.rps)?,
                             p50_us: med(|r| r.p50_us as f64)?,
                             p99_us: med(|r| r.p99_us as f64)?,
+                            mb_per_s: med(|r| r.mb_per_s)?,
                             runs: runs.len(),
                         })
                     })
@@ -147,14 +158,62 @@ impl Summary {
         t
     }
 
-    /// The table for a terminal.
+    /// The rows of bulk workloads (a body of at least [`BULK_BYTES`]), in order.
+    pub fn bulk_rows(&self) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.workload.payload.max(r.workload.response) >= BULK_BYTES)
+            .collect()
+    }
+
+    /// The bulk rows' median MB/s per column (columns with no run of them left out); `None`
+    /// when there is no bulk row.
+    fn bytes_table(&self, preset: &str) -> Option<Table> {
+        let rows = self.bulk_rows();
+        if rows.is_empty() {
+            return None;
+        }
+        let shown: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| rows.iter().any(|r| r.cells[i].is_some()))
+            .collect();
+        let mut t = Table::new();
+        t.load_preset(preset);
+        let mut header = vec!["workload".to_string()];
+        header.extend(shown.iter().map(|&i| format!("{} MB/s", self.columns[i])));
+        t.set_header(header);
+        for row in rows {
+            let mut cells = vec![row.workload.to_string()];
+            cells.extend(
+                shown
+                    .iter()
+                    .map(|&i| row.cells[i].map_or("-".into(), |c| format!("{:.0}", c.mb_per_s))),
+            );
+            t.add_row(cells);
+        }
+        for col in t.column_iter_mut().skip(1) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+        Some(t)
+    }
+
+    /// The table for a terminal, then the bulk rows in MB/s.
     pub fn render_terminal(&self) -> String {
-        self.table(presets::UTF8_FULL_CONDENSED).to_string()
+        let mut out = self.table(presets::UTF8_FULL_CONDENSED).to_string();
+        if let Some(t) = self.bytes_table(presets::UTF8_FULL_CONDENSED) {
+            out.push_str(&format!("\n{}\n{t}", BYTES_CAPTION));
+        }
+        out
     }
 
     /// The table in Markdown.
     pub fn render_markdown(&self) -> String {
         self.table(presets::ASCII_MARKDOWN).to_string()
+    }
+
+    /// The bulk rows in MB/s as a Markdown table with its caption; empty without bulk rows.
+    pub fn render_bytes_markdown(&self) -> String {
+        self.bytes_table(presets::ASCII_MARKDOWN)
+            .map_or_else(String::new, |t| format!("{BYTES_CAPTION}\n\n{t}\n"))
     }
 }
 
@@ -239,6 +298,7 @@ mod tests {
         assert!(lines[2].contains("10 / 20"), "{md}");
         assert!(lines[3].contains(" - "), "{md}");
         assert!(s.render_terminal().contains("1500"));
+        assert!(s.bulk_rows().is_empty() && s.render_bytes_markdown().is_empty());
     }
 
     #[test]
@@ -275,6 +335,41 @@ mod tests {
         }
         assert!(!header.contains("raw-tokio transport"), "{header}");
         assert!(md.lines().nth(2).unwrap().contains("0.50×"), "{md}");
+    }
+
+    #[test]
+    fn bulk_rows_are_also_in_bytes_per_second() {
+        let bulk = Workload::echo(1 << 20, 1, 4);
+        let small = Workload::echo(64, 1, 64);
+        let records = [
+            record(EPOLL, bulk, 100),
+            record(System::UringZeroCopy, bulk, 200),
+            record(EPOLL, small, 1000),
+        ];
+        let columns = Column::matrix(
+            &[EPOLL, System::UringZeroCopy, System::RawTokio],
+            &[Level::Transport],
+        );
+        let s = Summary::new(&columns, &[small, bulk], &records);
+        assert_eq!(s.bulk_rows().len(), 1);
+        let md = s.render_bytes_markdown();
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(lines[0].starts_with("Bulk workloads in bytes"), "{md}");
+        assert!(
+            lines[2].contains("epoll transport MB/s") && lines[2].contains("io_uring-zc transport MB/s"),
+            "{md}"
+        );
+        assert!(
+            !lines[2].contains("raw-tokio"),
+            "a column with no bulk run is left out: {md}"
+        );
+        // 50 and 100 req/s of 2 × (21 + 1 MiB) bytes.
+        let mb = |rps: f64| format!("{:.0}", rps * 2.0 * (21.0 + (1 << 20) as f64) / 1e6);
+        assert!(
+            lines[4].contains(&mb(50.0)) && lines[4].contains(&mb(100.0)),
+            "{md}"
+        );
+        assert!(s.render_terminal().contains("io_uring-zc transport MB/s"));
     }
 
     #[test]

@@ -112,8 +112,19 @@ impl RpcResponseListener for ConnLoad {
 /// [`BenchError::Transport`] when the backend cannot be built (e.g. `io_uring`),
 /// cannot bind, or a connection cannot be made.
 pub fn run(conf: TransportConf, spec: &RunSpec) -> Result<Measurement, BenchError> {
+    run_on(spec, || rpc::create_transport(&conf))
+}
+
+/// As [`run`], on the transport `make` builds (e.g. io_uring with zero-copy sends).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_on(
+    spec: &RunSpec,
+    make: impl FnOnce() -> Result<Arc<dyn Transport>, TransportError>,
+) -> Result<Measurement, BenchError> {
     let pins = ThreadPins::start();
-    let transport = rpc::create_transport(&conf)?;
+    let transport = make()?;
     let result = drive(transport.as_ref(), spec, pins);
     transport.shutdown();
     result

@@ -16,6 +16,14 @@ pub const MIB: usize = 1024 * KIB;
 /// `--inflight`), and in the default matrix's open-loop workload.
 pub const OPEN_LOOP_CAP: usize = 64;
 
+/// The CPU the default matrix's pinned row runs all threads on (the matrix picks the first CPU
+/// this process may use instead when CPU 0 is not among them).
+pub const PINNED_CPU: usize = 0;
+
+/// Smallest body, in bytes, from which the `io_uring-zc` column sends with `SENDMSG_ZC`
+/// (`UringConf::zero_copy_threshold`); it runs only workloads with a body this large.
+pub const ZERO_COPY_THRESHOLD: usize = 64 * KIB;
+
 /// Message sizes and concurrency of a run: a closed loop, or an open loop at a fixed rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Workload {
@@ -32,6 +40,11 @@ pub struct Workload {
     /// [`measure`](crate::measure)); `None` for a closed loop.
     #[serde(default)]
     pub rate: Option<u64>,
+    /// Every thread of the run, server's and client's, pinned to this one CPU (`--server-cpus N
+    /// --client-cpus N`; see [`host`](crate::host)); `None`: not pinned this way. A row of its
+    /// own in the matrix, told apart from the same sizes unpinned.
+    #[serde(default)]
+    pub pinned_cpu: Option<usize>,
 }
 
 impl Workload {
@@ -43,6 +56,15 @@ impl Workload {
             conns,
             inflight,
             rate: None,
+            pinned_cpu: None,
+        }
+    }
+
+    /// This workload with every thread of both sides pinned to `cpu`.
+    pub fn pinned_to(self, cpu: usize) -> Self {
+        Self {
+            pinned_cpu: Some(cpu),
+            ..self
         }
     }
 
@@ -58,8 +80,11 @@ impl Workload {
     /// The default matrix, in the order the issue lists it: 64 B × 1 × 1,
     /// 64 B × 1 × 64, 4 KiB × 1 × 16, 1 MiB × 1 × 4, 64 B × 256 × 1; then an open loop
     /// of 64 B on 1 connection at 20,000 req/s, well under saturation, for latency
-    /// without coordinated omission (the Spark baseline runs closed loops only).
-    pub fn default_matrix() -> [Workload; 6] {
+    /// without coordinated omission (the Spark baseline runs closed loops only); last, 64 B × 1
+    /// × 1 again with server and client threads all pinned to CPU 0 ([`PINNED_CPU`]), for
+    /// latency without the scheduler moving threads between CPUs (the Spark baseline, whose
+    /// threads are in a JVM, is not pinned and skips it).
+    pub fn default_matrix() -> [Workload; 7] {
         [
             Self::echo(64, 1, 1),
             Self::echo(64, 1, 64),
@@ -67,6 +92,7 @@ impl Workload {
             Self::echo(MIB, 1, 4),
             Self::echo(64, 256, 1),
             Self::open(64, 1, 20_000),
+            Self::echo(64, 1, 1).pinned_to(PINNED_CPU),
         ]
     }
 
@@ -78,7 +104,8 @@ impl Workload {
 
 impl fmt::Display for Workload {
     /// `64 B, 1 conn × 64 in flight`, with ` → 1 KiB` after the payload when the response
-    /// differs; an open loop reads `64 B, 1 conn at 20000 req/s (≤ 64 in flight)`.
+    /// differs; an open loop reads `64 B, 1 conn at 20000 req/s (≤ 64 in flight)`; a pinned
+    /// workload ends with `, pinned to CPU 0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", format_bytes(self.payload))?;
         if self.response != self.payload {
@@ -92,6 +119,10 @@ impl fmt::Display for Workload {
                 ", {} conn{s} at {rate} req/s (≤ {} in flight)",
                 self.conns, self.inflight
             ),
+        }?;
+        match self.pinned_cpu {
+            Some(cpu) => write!(f, ", pinned to CPU {cpu}"),
+            None => Ok(()),
         }
     }
 }
@@ -205,6 +236,10 @@ impl SparkIo {
 pub enum System {
     /// A backend of the `transport` crate, chosen by IO mode.
     Transport(IoMode),
+    /// The io_uring backend sending bodies of at least [`ZERO_COPY_THRESHOLD`] bytes with
+    /// `IORING_OP_SENDMSG_ZC` (Linux 6.1; `RPC_IO_URING_ZERO_COPY_THRESHOLD`), at the transport
+    /// level only, and only on workloads with such bodies: `io_uring-zc`.
+    UringZeroCopy,
     /// The minimal hand-written tokio echo: the bar the transports are measured against.
     RawTokio,
     /// Spark network-common's `TransportServer` / `TransportClient` on Netty,
@@ -214,10 +249,11 @@ pub enum System {
 
 impl System {
     /// The name used on the command line and in records: `epoll`, `io_uring`,
-    /// `auto`, `raw-tokio`, `spark-nio`, `spark-epoll`.
+    /// `auto`, `io_uring-zc`, `raw-tokio`, `spark-nio`, `spark-epoll`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Transport(mode) => mode.as_str(),
+            Self::UringZeroCopy => "io_uring-zc",
             Self::RawTokio => "raw-tokio",
             Self::Spark(SparkIo::Nio) => "spark-nio",
             Self::Spark(SparkIo::Epoll) => "spark-epoll",
@@ -226,7 +262,27 @@ impl System {
 
     /// Whether this is a baseline (raw-tokio or Spark) rather than this project's code.
     pub fn is_baseline(self) -> bool {
-        !matches!(self, Self::Transport(_))
+        !matches!(self, Self::Transport(_) | Self::UringZeroCopy)
+    }
+
+    /// The IO mode of this project's transport that runs it; `None` for a baseline.
+    pub fn io_mode(self) -> Option<IoMode> {
+        match self {
+            Self::Transport(mode) => Some(mode),
+            Self::UringZeroCopy => Some(IoMode::IoUring),
+            Self::RawTokio | Self::Spark(_) => None,
+        }
+    }
+
+    /// Whether the matrix runs `w` on this system: the Spark baseline runs closed loops
+    /// only, unpinned; `io_uring-zc` only workloads with a body of at least
+    /// [`ZERO_COPY_THRESHOLD`] bytes (below it, it is the `io_uring` column again).
+    pub fn runs(self, w: &Workload) -> bool {
+        match self {
+            Self::Spark(_) => w.rate.is_none() && w.pinned_cpu.is_none(),
+            Self::UringZeroCopy => w.payload.max(w.response) >= ZERO_COPY_THRESHOLD,
+            Self::Transport(_) | Self::RawTokio => true,
+        }
     }
 }
 
@@ -239,15 +295,17 @@ impl fmt::Display for System {
 impl FromStr for System {
     type Err = String;
 
-    /// Parses `raw-tokio` (or `raw_tokio`), `spark-nio`, `spark-epoll`, or any [`IoMode`] spelling.
+    /// Parses `raw-tokio` (or `raw_tokio`), `spark-nio`, `spark-epoll`, `io_uring-zc` (or
+    /// `io-uring-zc`), or any [`IoMode`] spelling.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "raw-tokio" | "raw_tokio" => Ok(Self::RawTokio),
+            "io_uring-zc" | "io-uring-zc" | "io_uring_zc" => Ok(Self::UringZeroCopy),
             "spark-nio" | "spark_nio" => Ok(Self::Spark(SparkIo::Nio)),
             "spark-epoll" | "spark_epoll" => Ok(Self::Spark(SparkIo::Epoll)),
             other => other.parse::<IoMode>().map(Self::Transport).map_err(|_| {
                 format!(
-                    "unknown system `{s}`; expected raw-tokio, spark-nio, spark-epoll or an io mode ({})",
+                    "unknown system `{s}`; expected raw-tokio, spark-nio, spark-epoll, io_uring-zc or an io mode ({})",
                     IoMode::ALLOWED
                 )
             }),
@@ -296,6 +354,23 @@ mod tests {
         assert_eq!("raw-tokio".parse(), Ok(System::RawTokio));
         assert!("netty".parse::<System>().unwrap_err().contains("netty"));
         assert_eq!(System::RawTokio.to_string(), "raw-tokio");
+        assert_eq!("io_uring-zc".parse(), Ok(System::UringZeroCopy));
+        assert_eq!(System::UringZeroCopy.to_string(), "io_uring-zc");
+        assert!(!System::UringZeroCopy.is_baseline());
+        assert_eq!(System::UringZeroCopy.io_mode(), Some(IoMode::IoUring));
+        assert_eq!(System::RawTokio.io_mode(), None);
+    }
+
+    #[test]
+    fn systems_say_which_workloads_they_run() {
+        let m = Workload::default_matrix();
+        let spark = System::Spark(SparkIo::Epoll);
+        let ran = |s: System| m.iter().filter(|w| s.runs(w)).count();
+        assert_eq!(ran(System::Transport(IoMode::Epoll)), m.len());
+        assert_eq!(ran(spark), m.len() - 2, "no open loop, no pinned row");
+        assert!(!spark.runs(&m[6]) && !spark.runs(&m[5]));
+        assert_eq!(ran(System::UringZeroCopy), 1);
+        assert!(System::UringZeroCopy.runs(&m[3]), "the 1 MiB row");
     }
 
     #[test]
@@ -312,5 +387,8 @@ mod tests {
             ..m[2]
         };
         assert_eq!(w.to_string(), "4 KiB → 1500 B, 1 conn × 16 in flight");
+        assert_eq!(m[6].to_string(), "64 B, 1 conn × 1 in flight, pinned to CPU 0");
+        assert_eq!(m[6], m[0].pinned_to(0));
+        assert_ne!(m[6], m[0]);
     }
 }

@@ -328,6 +328,8 @@ fn matrix_writes_runs_and_summary() {
         "1",
         "--systems",
         "epoll,raw-tokio",
+        "--idle-conns",
+        "100",
         "--results-dir",
         dir,
     ]);
@@ -352,18 +354,33 @@ fn matrix_writes_runs_and_summary() {
     assert_eq!(folders.len(), 1, "{folders:?}");
     let runs = std::fs::read_to_string(folders[0].join("runs.jsonl")).unwrap();
     let records: Vec<Value> = runs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 18, "{runs}");
+    assert_eq!(records.len(), 21, "7 workloads × 3 columns: {runs}");
     assert!(
         stdout.contains("64 B, 1 conn at 20000 req/s (≤ 64 in flight)"),
         "{stdout}"
     );
-    for r in &records[15..] {
+    for r in &records[15..18] {
         assert_eq!(
             (r["rate"].as_f64(), r["options"]["rate"].as_u64()),
             (Some(20000.0), Some(20000)),
             "{r}"
         );
     }
+    // The last row: 64 B × 1 with server and client threads all on one CPU, on every column.
+    assert!(
+        stdout.contains("64 B, 1 conn × 1 in flight, pinned to CPU "),
+        "{stdout}"
+    );
+    for r in &records[18..] {
+        assert_eq!(
+            (r["payload"].as_u64(), r["inflight"].as_u64()),
+            (Some(64), Some(1))
+        );
+        let cpus = &r["cpus"];
+        assert!(cpus["pinned"] == true && cpus["server"] == cpus["client"], "{r}");
+        assert_eq!(cpus["server"].as_array().map(Vec::len), Some(1), "{r}");
+    }
+    assert!(records[..18].iter().all(|r| r["cpus"]["pinned"] == false));
     let columns: Vec<(&str, &str)> = records
         .iter()
         .map(|r| (r["system"].as_str().unwrap(), r["level"].as_str().unwrap()))
@@ -393,6 +410,31 @@ fn matrix_writes_runs_and_summary() {
             "summary.md lacks {needle:?}:\n{summary}"
         );
     }
+    // The idle connections of epoll, the one IO mode here, and the targets checked.
+    assert!(
+        stdout.contains("100 idle connections to the epoll server"),
+        "{stdout}"
+    );
+    let idle: Value =
+        serde_json::from_str(&std::fs::read_to_string(folders[0].join("idle_conns.json")).unwrap()).unwrap();
+    assert_eq!(idle[0]["io_mode"], "epoll", "{idle}");
+    assert!(summary.contains("## Idle connections") && summary.contains("[`check.md`](check.md)"));
+    let out = rpc_bench(&["check", folders[0].to_str().unwrap()]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "check failed: {}", text(&out.stderr));
+    let row = report
+        .lines()
+        .find(|l| l.contains("epoll pool buffers held"))
+        .unwrap();
+    assert!(
+        !row.contains("NOT MEASURED"),
+        "judged from idle_conns.json: {row}"
+    );
+    let row = report
+        .lines()
+        .find(|l| l.contains("epoll transport / raw-tokio p50 µs"))
+        .unwrap();
+    assert!(!row.contains("NOT MEASURED"), "judged from the pinned row: {row}");
     check_report_files(&folders[0], &records, &stdout, &summary);
 }
 
@@ -417,7 +459,16 @@ fn check_report_files(dir: &std::path::Path, records: &[Value], matrix_stdout: &
         hists.push(dir.join(format!("{stem}.hist")));
     }
     let columns = ["epoll transport", "raw-tokio", "epoll rpc"];
-    for slug in ["64B-1x1", "64B-1x64", "4KiB-1x16", "1MiB-1x4", "64B-256x1"] {
+    let pinned_cpu = records[20]["cpus"]["server"][0].as_u64().unwrap();
+    let pinned_slug = format!("64B-1x1-cpu{pinned_cpu}");
+    for slug in [
+        "64B-1x1",
+        "64B-1x64",
+        "4KiB-1x16",
+        "1MiB-1x4",
+        "64B-256x1",
+        &pinned_slug,
+    ] {
         for kind in ["latency", "throughput"] {
             let rel = format!("plots/{slug}-{kind}.svg");
             assert!(
@@ -471,7 +522,7 @@ fn check_report_files(dir: &std::path::Path, records: &[Value], matrix_stdout: &
     let requests: u64 = records.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
     assert_eq!(
         (merged["count"].as_u64(), merged["files"].as_u64()),
-        (Some(requests), Some(18))
+        (Some(requests), Some(21))
     );
     let max = records.iter().map(|r| r["max_us"].as_u64().unwrap()).max();
     assert_eq!(merged["max_us"].as_u64(), max);
