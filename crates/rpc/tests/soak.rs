@@ -4,7 +4,7 @@
 //! intervals, on each IO mode.
 //!
 //! ```sh
-//! SOAK_MESSAGES=10000000 cargo test -p rpc --release --test soak -- --ignored --nocapture --test-threads 1
+//! SOAK_MESSAGES=10000000 cargo test -p rpc --release --test soak -- --ignored --nocapture
 //! ```
 //!
 //! Settings (environment): `SOAK_MESSAGES` (total per backend, half asks and
@@ -201,7 +201,11 @@ fn lost_runs(accepted: &Bits, received: &Bits, n: u64) -> (u64, u64, u64) {
     (runs, lost, phantom)
 }
 
+/// One soak at a time: RSS, fds and the log counts are per process.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn soak(mode: IoMode) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = Settings::from_env();
     let log = drop_log();
     println!(
