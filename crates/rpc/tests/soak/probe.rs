@@ -6,24 +6,28 @@ use std::sync::{Arc, Mutex};
 use rpc::{Msg, RpcCallContext, RpcEndpoint, RpcSender};
 
 /// One soak message: who sent it, its place in that sender's sequence (asks
-/// and one-ways count separately), and a CRC-32 of the three other fields.
+/// and one-ways count separately), how many connection kills the sender had
+/// seen when it sent it, and a CRC-32 of the other fields.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Probe {
     /// The sending thread.
     pub sender: u32,
     /// Strictly increasing per sender and kind, from 0.
     pub seq: u64,
-    /// [`checksum`] of `sender`, `seq` and `body`.
+    /// The proxy's kill count when the sender built the message.
+    pub epoch: u64,
+    /// [`checksum`] of `sender`, `seq`, `epoch` and `body`.
     pub crc: u32,
     /// Random bytes.
     pub body: Vec<u8>,
 }
 
-/// CRC-32 (crc32fast) over `sender` and `seq` (little-endian) and `body`.
-pub fn checksum(sender: u32, seq: u64, body: &[u8]) -> u32 {
+/// CRC-32 (crc32fast) over `sender`, `seq` and `epoch` (little-endian) and `body`.
+pub fn checksum(sender: u32, seq: u64, epoch: u64, body: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&sender.to_le_bytes());
     h.update(&seq.to_le_bytes());
+    h.update(&epoch.to_le_bytes());
     h.update(body);
     h.finalize()
 }
@@ -65,17 +69,25 @@ impl Bits {
 pub struct Seen {
     /// One-ways received per sender.
     pub one_way: Vec<Bits>,
+    /// Asks received per sender.
+    ask: Vec<Bits>,
     /// One-ways received.
     pub one_ways: u64,
     /// Asks received (answered or not).
     pub asks: u64,
-    /// The last seq per sender, of one-ways and of asks.
-    last_one_way: Vec<Option<u64>>,
-    last_ask: Vec<Option<u64>>,
+    /// The last (seq, epoch) per sender, of one-ways and of asks.
+    last_one_way: Vec<Option<(u64, u64)>>,
+    last_ask: Vec<Option<(u64, u64)>>,
     /// Messages whose checksum did not match.
     pub corrupt: u64,
-    /// Messages not after their sender's previous one (reordered or duplicated).
-    pub out_of_order: u64,
+    /// Messages handled after a later one of their sender that was sent
+    /// after a connection kill: late bytes of a killed connection overtaken
+    /// by the new connection.
+    pub late_across_kill: u64,
+    /// Messages handled after a later one of their sender sent with no kill between them.
+    pub reordered: u64,
+    /// Messages seen twice.
+    pub duplicated: u64,
     /// Messages from an unknown sender or with a seq out of range.
     pub unknown: u64,
     /// The first few problems, for the report.
@@ -83,16 +95,19 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Room for `senders` senders of `one_ways_each` one-ways.
-    pub fn new(senders: usize, one_ways_each: u64) -> Arc<Mutex<Self>> {
+    /// Room for `senders` senders of `one_ways_each` one-ways and `asks_each` asks.
+    pub fn new(senders: usize, one_ways_each: u64, asks_each: u64) -> Arc<Mutex<Self>> {
         Arc::new(Mutex::new(Self {
             one_way: vec![Bits::new(one_ways_each); senders],
+            ask: vec![Bits::new(asks_each); senders],
             one_ways: 0,
             asks: 0,
             last_one_way: vec![None; senders],
             last_ask: vec![None; senders],
             corrupt: 0,
-            out_of_order: 0,
+            late_across_kill: 0,
+            reordered: 0,
+            duplicated: 0,
             unknown: 0,
             problems: Vec::new(),
         }))
@@ -105,7 +120,15 @@ impl Seen {
     }
 
     /// Checks one message; `Err` says what is wrong with it.
-    fn check(&mut self, ask: bool, sender: u32, seq: u64, crc: u32, body: &[u8]) -> Result<(), String> {
+    fn check(
+        &mut self,
+        ask: bool,
+        sender: u32,
+        seq: u64,
+        epoch: u64,
+        crc: u32,
+        body: &[u8],
+    ) -> Result<(), String> {
         let s = sender as usize;
         if s >= self.last_ask.len() {
             self.unknown += 1;
@@ -113,36 +136,49 @@ impl Seen {
             self.problem(p.clone());
             return Err(p);
         }
-        if checksum(sender, seq, body) != crc {
+        if checksum(sender, seq, epoch, body) != crc {
             self.corrupt += 1;
             let p = format!("checksum mismatch: sender {sender} seq {seq} ask {ask}");
             self.problem(p.clone());
             return Err(p);
         }
-        let last = if ask {
-            &mut self.last_ask[s]
+        let (last, seen) = if ask {
+            (&mut self.last_ask[s], &mut self.ask[s])
         } else {
-            &mut self.last_one_way[s]
+            (&mut self.last_one_way[s], &mut self.one_way[s])
         };
-        let previous = last.replace(seq);
-        if previous.is_some_and(|p| seq <= p) {
-            self.out_of_order += 1;
-            let p = format!("sender {sender} ask {ask}: seq {seq} after {previous:?}");
-            self.problem(p.clone());
-            return Err(p);
+        let first_time = seen.insert(seq);
+        let previous = *last;
+        if previous.is_none_or(|(p, _)| seq > p) {
+            *last = Some((seq, epoch));
         }
         if ask {
             self.asks += 1;
         } else {
             self.one_ways += 1;
-            if !self.one_way[s].insert(seq) {
-                self.unknown += 1;
-                let p = format!("sender {sender}: one-way seq {seq} out of range or twice");
-                self.problem(p.clone());
-                return Err(p);
-            }
         }
-        Ok(())
+        let kind = if ask { "ask" } else { "one-way" };
+        if !first_time {
+            self.duplicated += 1;
+            let p = format!("sender {sender}: {kind} {seq} twice, or out of range");
+            self.problem(p.clone());
+            return Err(p);
+        }
+        match previous {
+            Some((p, e)) if seq <= p => {
+                let p = if epoch < e {
+                    self.late_across_kill += 1;
+                    format!("sender {sender}: {kind} {seq} (kill {epoch}) after {p} (kill {e})")
+                } else {
+                    self.reordered += 1;
+                    format!("sender {sender}: {kind} {seq} after {p}, both after kill {e}")
+                };
+                self.problem(p);
+                // Late, but delivered once and intact: an ask is still answered.
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -154,18 +190,19 @@ pub struct Sink {
 
 impl Sink {
     fn take(&self, ask: bool, msg: &Msg<'_, Probe>) -> Result<u64, String> {
-        let (sender, seq, crc, body) = match msg {
+        let (sender, seq, epoch, crc, body) = match msg {
             Msg::Remote(p) => (
                 p.sender.to_native(),
                 p.seq.to_native(),
+                p.epoch.to_native(),
                 p.crc.to_native(),
                 p.body.as_slice(),
             ),
-            Msg::Local(p) => (p.sender, p.seq, p.crc, p.body.as_slice()),
+            Msg::Local(p) => (p.sender, p.seq, p.epoch, p.crc, p.body.as_slice()),
         };
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.check(ask, sender, seq, crc, body)?;
-        Ok(reply_for(seq, checksum(sender, seq, body)))
+        seen.check(ask, sender, seq, epoch, crc, body)?;
+        Ok(reply_for(seq, checksum(sender, seq, epoch, body)))
     }
 }
 

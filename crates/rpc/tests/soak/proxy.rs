@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub struct ProxyStats {
     /// Connections accepted (and forwarded).
     pub accepted: AtomicU64,
-    /// Kill rounds that closed at least one connection.
+    /// Kill rounds that closed at least one connection (counted before they close it).
     pub drops: AtomicU64,
     /// Connections closed by kills.
     pub killed: AtomicU64,
@@ -116,8 +116,10 @@ async fn run(
             _ = &mut next_kill => {
                 let open = stats.open.load(Ordering::SeqCst);
                 if killing.load(Ordering::SeqCst) && open > 0 {
+                    // Counted before any connection sees the kill: a message built after a
+                    // sender could notice it carries the new count.
+                    stats.drops.fetch_add(1, Ordering::SeqCst);
                     generation.send_modify(|g| *g += 1);
-                    stats.drops.fetch_add(1, Ordering::Relaxed);
                 }
                 next_kill.set(tokio::time::sleep(Duration::from_millis(rng.random_range(0..max_ms))));
             }
@@ -139,10 +141,12 @@ async fn forward(
     let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
     stats.open.fetch_add(1, Ordering::SeqCst);
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        // A killed connection forwards nothing more.
+        biased;
         _ = generation.changed() => {
             stats.killed.fetch_add(1, Ordering::Relaxed);
         }
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
     }
     stats.open.fetch_sub(1, Ordering::SeqCst);
     // Dropping both sockets closes them; bytes still in the proxy's buffers are lost, as on a real drop.
