@@ -30,7 +30,10 @@ pub trait RpcEndpoint: Send + 'static {
     /// The replies it gives to asks.
     type Reply: RpcMessage;
 
-    /// Runs once, before any message.
+    /// Runs once, before any message. If it panics, the endpoint stops: the
+    /// messages queued for it are refused (asks fail with
+    /// [`RpcError::EndpointStopped`](crate::RpcError::EndpointStopped)), and
+    /// [`on_stop`](Self::on_stop) runs; other endpoints are not affected.
     fn on_start(&mut self) {}
 
     /// A one-way message (`RpcEndpointRef::send`). The default reports it to

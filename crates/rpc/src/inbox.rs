@@ -220,7 +220,8 @@ impl<E: RpcEndpoint> Inbox<E> {
         Ok(())
     }
 
-    fn handle(&self, msg: InboxMessage<E::Message, E::Reply>, own: &mut Option<E>) {
+    /// Delivers `msg`; returns whether the endpoint panicked.
+    fn handle(&self, msg: InboxMessage<E::Message, E::Reply>, own: &mut Option<E>) -> bool {
         let mut guard;
         let endpoint: &mut E = match own {
             Some(e) => e,
@@ -231,8 +232,11 @@ impl<E: RpcEndpoint> Inbox<E> {
         };
         let result = catch_unwind(AssertUnwindSafe(|| deliver(endpoint, msg)));
         match result {
-            Ok(Some(error)) => endpoint.on_error(&error),
-            Ok(None) => {}
+            Ok(Some(error)) => {
+                endpoint.on_error(&error);
+                false
+            }
+            Ok(None) => false,
             Err(panic) => {
                 let message = panic_message(&panic);
                 tracing::error!(endpoint = %self.name, %message, "endpoint panicked; it keeps serving");
@@ -241,8 +245,40 @@ impl<E: RpcEndpoint> Inbox<E> {
                     message,
                 };
                 let _ = catch_unwind(AssertUnwindSafe(|| endpoint.on_error(&error)));
+                true
             }
         }
+    }
+
+    /// `on_start` panicked: the endpoint never started, so it stops now. Every
+    /// message queued for it is refused (an ask fails with
+    /// [`RpcError::EndpointStopped`]), later ones are refused at the door, and
+    /// `on_stop` runs; no other endpoint is affected.
+    fn fail_start(&self, own: &mut Option<E>) {
+        let queued: Vec<_> = {
+            let mut st = lock(&self.state);
+            st.stopped = true;
+            st.concurrent = false;
+            st.messages.drain(..).collect()
+        };
+        tracing::error!(
+            endpoint = %self.name,
+            refused = queued.len(),
+            "on_start panicked: the endpoint is stopped and the messages queued for it are refused"
+        );
+        for msg in queued {
+            match msg {
+                InboxMessage::Rpc { ctx, .. } => ctx.fail_with(RpcError::EndpointStopped {
+                    name: self.name.to_string(),
+                }),
+                InboxMessage::OneWay { .. } => tracing::warn!(
+                    endpoint = %self.name,
+                    "a one-way message was dropped: its endpoint's on_start panicked"
+                ),
+                InboxMessage::OnStart | InboxMessage::OnStop | InboxMessage::Event(_) => {}
+            }
+        }
+        self.handle(InboxMessage::OnStop, own);
     }
 }
 
@@ -341,7 +377,18 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
         loop {
             let stop = matches!(msg, InboxMessage::OnStop);
             let start = matches!(msg, InboxMessage::OnStart);
-            self.handle(msg, &mut own);
+            let panicked = self.handle(msg, &mut own);
+            if start && panicked {
+                self.fail_start(&mut own);
+                let mut st = lock(&self.state);
+                st.active -= 1;
+                st.scheduled = false;
+                drop(st);
+                if self.dedicated {
+                    let _ = self.scheduler.send(LoopItem::PoisonPill);
+                }
+                return;
+            }
             let mut st = lock(&self.state);
             if start && self.cloner.is_some() && !st.stopped {
                 st.concurrent = true;

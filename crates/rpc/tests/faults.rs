@@ -383,7 +383,6 @@ macro_rules! fault_cases {
             }
 
             #[test]
-            #[ignore = "fails: inbox.rs catches a panic in on_start and keeps the endpoint serving"]
             fn on_start_panic_stops_that_endpoint() {
                 super::on_start_panic_stops_that_endpoint($mode);
             }

@@ -84,6 +84,11 @@ impl EpollSink {
             st.closed = true;
             st.reason = Some(reason.to_string());
         }
+        let dropped = st.queue.len();
+        if dropped > 0 {
+            // RPCs among them fail with ConnectionClosed; one-way messages are lost (at most once).
+            tracing::warn!(peer = %self.peer, dropped, %reason, "frames queued on a closing connection were dropped unwritten");
+        }
         st.queue.clear();
         self.active.store(false, Ordering::Release);
         drop(st);
