@@ -221,7 +221,12 @@ pub struct MatrixArgs {
     #[arg(long, default_value_t = crate::idle_conns::DEFAULT_CONNECTIONS)]
     pub idle_conns: usize,
     /// Levels to load, comma-separated, in interleaving order (raw-tokio runs at transport only).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "transport,rpc")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "transport,rpc,rpc-loop"
+    )]
     pub levels: Vec<Level>,
     /// Read options from a TOML file with the flags' names as keys (`repeat = 5`,
     /// `systems = ["epoll", "raw-tokio"]`); flags on the command line override it.
@@ -460,11 +465,11 @@ mod tests {
                 System::Spark(SparkIo::Epoll)
             ]
         );
-        assert_eq!(spec.levels, vec![Level::Transport, Level::Rpc]);
+        assert_eq!(spec.levels, vec![Level::Transport, Level::Rpc, Level::RpcLoop]);
         assert_eq!(
             spec.columns().len(),
-            8,
-            "6 systems at transport, 2 of them also at rpc"
+            10,
+            "6 systems at transport, 2 of them also at rpc and at rpc-loop"
         );
         assert_eq!(spec.workloads.len(), 7);
         let pinned = spec.workloads[6].pinned_cpu.expect("the last row is pinned");

@@ -77,8 +77,9 @@ impl Comparison {
     /// 1. each transport-level system over `raw-tokio` (`epoll / raw-tokio`:
     ///    what the transport costs against hand-written tokio);
     /// 2. `io_uring` over `epoll` at each level, then `io_uring-zc` over `epoll`;
-    /// 3. each system's rpc level over its transport level (`epoll rpc / transport`:
-    ///    what the RPC layer costs);
+    /// 3. each system's rpc levels over its transport level (`epoll rpc / transport`:
+    ///    what the RPC layer costs), then its inline rpc over its MessageLoop rpc
+    ///    (`epoll rpc / rpc-loop`: what the hand-off to a MessageLoop costs);
     /// 4. each of this project's columns, both levels, over `spark-epoll`, then
     ///    over `spark-nio` (how much faster than Spark's own transport).
     pub fn among(columns: &[Column]) -> Vec<Comparison> {
@@ -97,15 +98,18 @@ impl Comparison {
             System::Transport(IoMode::Epoll),
             System::Transport(IoMode::IoUring),
         );
-        for level in [Level::Transport, Level::Rpc] {
+        for level in [Level::Transport, Level::Rpc, Level::RpcLoop] {
             push(Column::new(uring, level), Column::new(epoll, level));
         }
         push(
             Column::new(System::UringZeroCopy, Level::Transport),
             Column::new(epoll, Level::Transport),
         );
-        for over in ours().filter(|c| c.level == Level::Rpc) {
+        for over in ours().filter(|c| c.level.is_rpc()) {
             push(over, Column::new(over.system, Level::Transport));
+        }
+        for over in ours().filter(|c| c.level == Level::Rpc) {
+            push(over, Column::new(over.system, Level::RpcLoop));
         }
         for io in [SparkIo::Epoll, SparkIo::Nio] {
             let spark = Column::new(System::Spark(io), Level::Transport);

@@ -244,8 +244,13 @@ fn level_description(level: Level) -> &'static str {
     match level {
         Level::Transport => "the `Transport` trait: RpcRequest in, RpcResponse out, no RpcEnv",
         Level::Rpc => {
-            "the RpcEnv: `ask` to a concurrent echo endpoint; one client-mode RpcEnv per connection, \
-             1 MessageLoop thread each; the server RpcEnv's MessageLoop has max(2, cores) threads"
+            "the RpcEnv: `ask_with` to an inline echo endpoint (it runs on the server connection's \
+             event-loop thread, which writes the reply); one client-mode RpcEnv per connection"
+        }
+        Level::RpcLoop => {
+            "the RpcEnv: `ask_with` to a concurrent echo endpoint on the MessageLoop (Spark's \
+             Dispatcher model: event loop -> MessageLoop thread -> event loop); one client-mode \
+             RpcEnv per connection; the server RpcEnv's MessageLoop has max(2, cores) threads"
         }
     }
 }

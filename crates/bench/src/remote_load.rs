@@ -245,7 +245,7 @@ pub fn run(args: &LoadArgs, env: &Environment) -> Result<Record, BenchError> {
             transport.shutdown();
             result?
         }
-        Level::Rpc => {
+        Level::Rpc | Level::RpcLoop => {
             let mut clients: Vec<RpcEnv> = Vec::with_capacity(args.conns);
             let address = RpcAddress::from(addr);
             let result = rpc_load::load(&address, &conf, &spec, payload.clone(), expected, &mut clients);

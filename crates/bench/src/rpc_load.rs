@@ -25,7 +25,7 @@ use crate::error::BenchError;
 use crate::host::ThreadPins;
 use crate::measure::{Control, Measurement};
 use crate::remote_load::Expected;
-use crate::run::RunSpec;
+use crate::run::{Level, RunSpec};
 
 /// The echo endpoint's name.
 pub const ENDPOINT: &str = "rpc-bench-echo";
@@ -64,12 +64,19 @@ impl RpcEndpoint for Echo {
 }
 
 /// Sets up the benchmark's echo endpoint ([`ENDPOINT`]) on `server`: it answers every ask
-/// with `response`, or with the request's own bytes when `response` is `None`.
+/// with `response`, or with the request's own bytes when `response` is `None`. At
+/// [`Level::RpcLoop`] it is a concurrent endpoint on the MessageLoop; otherwise an
+/// inline one, run by the event-loop thread of the connection each ask arrives on.
 ///
 /// # Errors
 /// [`RpcError`] when the endpoint cannot be registered (e.g. the name is taken).
-pub fn setup_echo(server: &RpcEnv, response: Option<Bytes>) -> Result<(), RpcError> {
-    server.setup_concurrent_endpoint(ENDPOINT, Echo { response })?;
+pub fn setup_echo(server: &RpcEnv, level: Level, response: Option<Bytes>) -> Result<(), RpcError> {
+    let echo = Echo { response };
+    if level == Level::RpcLoop {
+        server.setup_concurrent_endpoint(ENDPOINT, echo)?;
+    } else {
+        server.setup_inline_endpoint(ENDPOINT, echo)?;
+    }
     Ok(())
 }
 
@@ -135,7 +142,7 @@ pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
 
 fn drive(server: &RpcEnv, clients: &mut Vec<RpcEnv>, spec: &RunSpec) -> Result<Measurement, BenchError> {
     let w = &spec.workload;
-    setup_echo(server, Some(Bytes::from(vec![0u8; w.response])))?;
+    setup_echo(server, spec.level, Some(Bytes::from(vec![0u8; w.response])))?;
     let address = server
         .address()
         .expect("a server-mode RpcEnv has an address")

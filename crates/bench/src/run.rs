@@ -23,8 +23,22 @@ pub enum Level {
     #[default]
     Transport,
     /// The RpcEnv: `RpcEndpointRef::ask` to an endpoint that replies, through
-    /// Outbox, Dispatcher, Inbox and MessageLoop, with rkyv encoding both ways.
+    /// Outbox, Dispatcher and Inbox, with rkyv encoding both ways; the endpoint
+    /// is inline (`RpcEnv::setup_inline_endpoint`): it runs on the connection's
+    /// event-loop thread, which writes the reply itself.
     Rpc,
+    /// As `rpc`, with the endpoint on the MessageLoop (`setup_concurrent_endpoint`,
+    /// Spark's Dispatcher model): each ask hops from the event loop to a
+    /// MessageLoop thread and its reply back.
+    #[value(name = "rpc-loop")]
+    RpcLoop,
+}
+
+impl Level {
+    /// Whether the RpcEnv is loaded (`rpc` or `rpc-loop`).
+    pub fn is_rpc(self) -> bool {
+        matches!(self, Self::Rpc | Self::RpcLoop)
+    }
 }
 
 impl fmt::Display for Level {
@@ -32,6 +46,7 @@ impl fmt::Display for Level {
         f.write_str(match self {
             Self::Transport => "transport",
             Self::Rpc => "rpc",
+            Self::RpcLoop => "rpc-loop",
         })
     }
 }
@@ -150,7 +165,7 @@ pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
                 ..m
             }
         }
-        (System::Transport(_), Level::Rpc) => rpc_load::run(spec)?,
+        (System::Transport(_), Level::Rpc | Level::RpcLoop) => rpc_load::run(spec)?,
         (System::RawTokio, Level::Transport) => raw_tokio::run(spec)?,
         (System::Spark(io), Level::Transport) => {
             let spec = spark_load::with_jvm_warmup(spec);

@@ -262,7 +262,7 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
                 one_way: Some(handler.one_way()),
             })
         }
-        Level::Rpc => {
+        level @ (Level::Rpc | Level::RpcLoop) => {
             if args.stats_stdin {
                 tracing::warn!("--stats-stdin answers at the transport level only; ignored at --level rpc");
             }
@@ -271,6 +271,7 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
             let env = RpcEnv::create(conf)?;
             let served = rpc_load::setup_echo(
                 &env,
+                level,
                 args.response.map(|n| bytes::Bytes::from(vec![RESPONSE_FILL; n])),
             )
             .map_err(BenchError::from)

@@ -59,6 +59,7 @@ impl fmt::Display for Col<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.level, self.system) {
             (Level::Rpc, s) => write!(f, "{s} rpc"),
+            (Level::RpcLoop, s) => write!(f, "{s} rpc-loop"),
             (Level::Transport, s @ ("epoll" | "io_uring" | "io_uring-zc")) => write!(f, "{s} transport"),
             (Level::Transport, s) => f.write_str(s),
         }

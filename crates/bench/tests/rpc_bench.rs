@@ -342,6 +342,8 @@ fn matrix_writes_runs_and_summary() {
         "epoll rpc p50/p99 µs",
         "epoll / raw-tokio",
         "epoll rpc / transport",
+        "epoll rpc-loop req/s",
+        "epoll rpc / rpc-loop",
     ] {
         assert!(stdout.contains(needle), "no {needle:?} in {stdout}");
     }
@@ -354,12 +356,12 @@ fn matrix_writes_runs_and_summary() {
     assert_eq!(folders.len(), 1, "{folders:?}");
     let runs = std::fs::read_to_string(folders[0].join("runs.jsonl")).unwrap();
     let records: Vec<Value> = runs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 21, "7 workloads × 3 columns: {runs}");
+    assert_eq!(records.len(), 28, "7 workloads × 4 columns: {runs}");
     assert!(
         stdout.contains("64 B, 1 conn at 20000 req/s (≤ 64 in flight)"),
         "{stdout}"
     );
-    for r in &records[15..18] {
+    for r in &records[20..24] {
         assert_eq!(
             (r["rate"].as_f64(), r["options"]["rate"].as_u64()),
             (Some(20000.0), Some(20000)),
@@ -371,7 +373,7 @@ fn matrix_writes_runs_and_summary() {
         stdout.contains("64 B, 1 conn × 1 in flight, pinned to CPU "),
         "{stdout}"
     );
-    for r in &records[18..] {
+    for r in &records[24..] {
         assert_eq!(
             (r["payload"].as_u64(), r["inflight"].as_u64()),
             (Some(64), Some(1))
@@ -380,7 +382,7 @@ fn matrix_writes_runs_and_summary() {
         assert!(cpus["pinned"] == true && cpus["server"] == cpus["client"], "{r}");
         assert_eq!(cpus["server"].as_array().map(Vec::len), Some(1), "{r}");
     }
-    assert!(records[..18].iter().all(|r| r["cpus"]["pinned"] == false));
+    assert!(records[..24].iter().all(|r| r["cpus"]["pinned"] == false));
     let columns: Vec<(&str, &str)> = records
         .iter()
         .map(|r| (r["system"].as_str().unwrap(), r["level"].as_str().unwrap()))
@@ -389,8 +391,9 @@ fn matrix_writes_runs_and_summary() {
         ("epoll", "transport"),
         ("raw-tokio", "transport"),
         ("epoll", "rpc"),
+        ("epoll", "rpc-loop"),
     ];
-    assert_eq!(columns[..6], [abc, abc].concat());
+    assert_eq!(columns[..8], [abc, abc].concat());
     for r in &records {
         assert!(r["requests"].as_u64().unwrap() > 0 && r["errors"] == 0, "{r}");
     }
@@ -458,8 +461,8 @@ fn check_report_files(dir: &std::path::Path, records: &[Value], matrix_stdout: &
         );
         hists.push(dir.join(format!("{stem}.hist")));
     }
-    let columns = ["epoll transport", "raw-tokio", "epoll rpc"];
-    let pinned_cpu = records[20]["cpus"]["server"][0].as_u64().unwrap();
+    let columns = ["epoll transport", "raw-tokio", "epoll rpc", "epoll rpc-loop"];
+    let pinned_cpu = records[26]["cpus"]["server"][0].as_u64().unwrap();
     let pinned_slug = format!("64B-1x1-cpu{pinned_cpu}");
     for slug in [
         "64B-1x1",
@@ -522,7 +525,7 @@ fn check_report_files(dir: &std::path::Path, records: &[Value], matrix_stdout: &
     let requests: u64 = records.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
     assert_eq!(
         (merged["count"].as_u64(), merged["files"].as_u64()),
-        (Some(requests), Some(21))
+        (Some(requests), Some(records.len() as u64))
     );
     let max = records.iter().map(|r| r["max_us"].as_u64().unwrap()).max();
     assert_eq!(merged["max_us"].as_u64(), max);
