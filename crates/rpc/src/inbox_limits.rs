@@ -27,10 +27,19 @@ pub enum InboxFullPolicy {
     /// [`RpcError::InboxFullAfterWaiting`](crate::RpcError::InboxFullAfterWaiting);
     /// from the endpoint's own handler it fails at once with
     /// [`RpcError::InboxFullInOwnHandler`](crate::RpcError::InboxFullInOwnHandler)
-    /// (it would wait for itself). A remote message is accepted, and reading
-    /// from the connection it came on stops until the inbox is below its
-    /// capacity again, so the sender gets TCP backpressure: nothing is refused
-    /// or lost, and each connection's order is kept. Config text `wait`.
+    /// (it would wait for itself). An ask's wait counts against its own
+    /// timeout. Do not send to such an endpoint from a transport event-loop
+    /// thread (an `on_complete` or `ask_with` callback), which must never
+    /// block; a MessageLoop thread (another endpoint's handler) is held while
+    /// it waits.
+    ///
+    /// A remote message is accepted, and reading from the connection it came
+    /// on stops until the inbox is below its capacity again, so the sender
+    /// gets TCP backpressure: nothing is refused or lost, and each
+    /// connection's order is kept. The inbox then holds at most its capacity
+    /// plus the frames of one read per such connection (and network events,
+    /// never held back). Everything else on a paused connection waits too,
+    /// answers to this process's asks included. Config text `wait`.
     Wait,
 }
 
