@@ -10,6 +10,10 @@
 //! | `dispatcher_threads` | `RPC_DISPATCHER_THREADS` | 0 = max(2, cores) | `spark.rpc.netty.dispatcher.numThreads` |
 //! | `ask_timeout_ms` | `RPC_ASK_TIMEOUT_MS` | 120000 | `spark.rpc.askTimeout` |
 //! | `inbox_capacity` | `RPC_INBOX_CAPACITY` | 1000000 | (unbounded in Spark) |
+//! | `inbox_full_policy` | `RPC_INBOX_FULL_POLICY` | `fail` (or `wait`) | (unbounded in Spark) |
+//!
+//! The two inbox keys are defaults for every endpoint; one endpoint can have
+//! its own at setup ([`EndpointOptions`](crate::EndpointOptions)).
 //!
 //! The `[transport]` keys are those of [`TransportConf`], `io_mode` among them,
 //! and `auth_secret` (`RPC_AUTH_SECRET`): set it, the same on every RpcEnv that
@@ -21,6 +25,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use transport::{ConfError, TransportConf};
+
+use crate::inbox_limits::InboxFullPolicy;
 
 /// Settings of one RpcEnv.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,21 +42,31 @@ pub struct RpcEnvConfig {
     pub dispatcher_threads: usize,
     /// Default ask timeout, in milliseconds.
     pub ask_timeout_ms: u64,
-    /// Messages an endpoint's inbox may hold before sends and asks to it fail
-    /// with [`RpcError::InboxFull`](crate::RpcError::InboxFull) (at least 1).
-    /// Network events and `OnStop` are never refused.
+    /// Messages an endpoint's inbox may hold before sends and asks to it are
+    /// refused or held back, as `inbox_full_policy` says (at least 1). Network
+    /// events and `OnStop` are never refused. An endpoint set up with
+    /// [`EndpointOptions::inbox_capacity`](crate::EndpointOptions::inbox_capacity) has its own.
     pub inbox_capacity: usize,
+    /// What a send or ask to an endpoint whose inbox is full meets:
+    /// [`InboxFullPolicy::Fail`] (the default: refused with
+    /// [`RpcError::InboxFull`](crate::RpcError::InboxFull)) or
+    /// [`InboxFullPolicy::Wait`] (a local sender blocks for room, up to
+    /// `ask_timeout_ms`; a remote one's connection stops being read until
+    /// there is room). An endpoint set up with
+    /// [`EndpointOptions::when_full`](crate::EndpointOptions::when_full) has its own.
+    pub inbox_full_policy: InboxFullPolicy,
     /// The transport below, and its IO mode.
     pub transport: TransportConf,
 }
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "name",
     "bind_address",
     "advertise_host",
     "dispatcher_threads",
     "ask_timeout_ms",
     "inbox_capacity",
+    "inbox_full_policy",
 ];
 
 /// The default [`RpcEnvConfig::inbox_capacity`].
@@ -65,6 +81,7 @@ impl Default for RpcEnvConfig {
             dispatcher_threads: 0,
             ask_timeout_ms: 120_000,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            inbox_full_policy: InboxFullPolicy::Fail,
             transport: TransportConf::default(),
         }
     }
@@ -146,6 +163,11 @@ impl RpcEnvConfig {
                     .ok()
                     .filter(|v| *v > 0)
                     .ok_or_else(|| invalid(key, value, "a whole number >= 1"))?
+            }
+            "inbox_full_policy" => {
+                self.inbox_full_policy = value
+                    .parse()
+                    .map_err(|_| invalid(key, value, "`fail` or `wait`"))?
             }
             _ => {
                 return Err(ConfError::UnknownKey {
@@ -268,5 +290,26 @@ mod tests {
         let mut c = RpcEnvConfig::default();
         c.apply_env_vars([("RPC_INBOX_CAPACITY", "10")]).unwrap();
         assert_eq!(c.inbox_capacity, 10);
+    }
+
+    #[test]
+    fn inbox_full_policy_from_toml_and_env() {
+        assert_eq!(RpcEnvConfig::default().inbox_full_policy, InboxFullPolicy::Fail);
+        let mut c = RpcEnvConfig::from_toml_str("[rpc]\ninbox_full_policy = \"wait\"\n").unwrap();
+        assert_eq!(c.inbox_full_policy, InboxFullPolicy::Wait);
+        c.apply_env_vars([("RPC_INBOX_FULL_POLICY", "fail")]).unwrap();
+        assert_eq!(c.inbox_full_policy, InboxFullPolicy::Fail);
+        let e = RpcEnvConfig::default()
+            .apply_env_vars([("RPC_INBOX_FULL_POLICY", "block")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("RPC_INBOX_FULL_POLICY") && e.contains("block") && e.contains("`wait`"),
+            "{e}"
+        );
+        let e = RpcEnvConfig::from_toml_str("[rpc]\ninbox_full_policy = \"drop\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inbox_full_policy") && e.contains("drop"), "{e}");
     }
 }

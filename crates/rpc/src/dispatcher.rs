@@ -17,6 +17,7 @@ use crate::endpoint::RpcEndpoint;
 use crate::envelope::Envelope;
 use crate::error::RpcError;
 use crate::inbox::{Inbox, InboxHandle, LocalTarget, Placement, SystemEvent};
+use crate::inbox_limits::{InboxLimits, InboxStats};
 use crate::message::RpcMessage;
 use crate::message_loop::MessageLoop;
 
@@ -43,31 +44,29 @@ pub(crate) struct Dispatcher {
     dedicated_loops: Mutex<Vec<Arc<MessageLoop>>>,
     stopped: AtomicBool,
     env_name: String,
-    inbox_capacity: usize,
 }
 
 impl Dispatcher {
-    /// A dispatcher with a shared loop of `threads` threads, whose inboxes hold
-    /// up to `inbox_capacity` messages each.
-    pub(crate) fn new(env_name: &str, threads: usize, inbox_capacity: usize) -> std::io::Result<Self> {
+    /// A dispatcher with a shared loop of `threads` threads.
+    pub(crate) fn new(env_name: &str, threads: usize) -> std::io::Result<Self> {
         Ok(Self {
             endpoints: RwLock::new(HashMap::new()),
             shared_loop: MessageLoop::start(&format!("{env_name}-dispatcher"), threads)?,
             dedicated_loops: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             env_name: env_name.to_string(),
-            inbox_capacity: inbox_capacity.max(1),
         })
     }
 
-    /// Registers `endpoint` under `name`; its inbox starts with `OnStart`
-    /// (Spark's `registerRpcEndpoint`). Returns the typed local target.
+    /// Registers `endpoint` under `name`; its inbox starts with `OnStart` and
+    /// is bounded by `limits` (Spark's `registerRpcEndpoint`). Returns the typed local target.
     pub(crate) fn register<E>(
         &self,
         name: &str,
         endpoint: E,
         scheduling: Scheduling,
         cloner: Option<fn(&E) -> E>,
+        limits: InboxLimits,
     ) -> Result<Arc<dyn LocalTarget<E::Message, E::Reply>>, RpcError>
     where
         E: RpcEndpoint,
@@ -111,7 +110,7 @@ impl Dispatcher {
                 dedicated: dedicated.is_some(),
                 inline,
             },
-            self.inbox_capacity,
+            limits,
         );
         let target: Arc<dyn LocalTarget<E::Message, E::Reply>> = inbox.clone();
         map.insert(
@@ -148,6 +147,11 @@ impl Dispatcher {
                 name: name.into(),
                 type_name: std::any::type_name::<M>(),
             })
+    }
+
+    /// A snapshot of endpoint `name`'s inbox; `None` if it is not registered.
+    pub(crate) fn inbox_stats(&self, name: &str) -> Option<InboxStats> {
+        self.inbox(name).map(|inbox| inbox.stats())
     }
 
     /// Whether an endpoint of that name is registered.

@@ -15,6 +15,7 @@ use crate::endpoint::RpcEndpoint;
 use crate::endpoint_ref::RpcEndpointRef;
 use crate::error::RpcError;
 use crate::handler::RpcHandler;
+use crate::inbox_limits::{EndpointOptions, InboxFullPolicy, InboxLimits, InboxStats};
 use crate::message::RpcMessage;
 use crate::outbox::Outbox;
 use crate::timeout::TimeoutScheduler;
@@ -149,13 +150,10 @@ impl RpcEnv {
         let transport = create_transport(&config.transport)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let dispatcher = Arc::new(
-            Dispatcher::new(
-                &config.name,
-                config.resolved_dispatcher_threads(cores),
-                config.inbox_capacity,
-            )
-            .map_err(|e| RpcError::RemoteFailure {
-                message: format!("cannot start the dispatcher's threads: {e}"),
+            Dispatcher::new(&config.name, config.resolved_dispatcher_threads(cores)).map_err(|e| {
+                RpcError::RemoteFailure {
+                    message: format!("cannot start the dispatcher's threads: {e}"),
+                }
             })?,
         );
         let handler = Arc::new(RpcHandler::new(dispatcher.clone()));
@@ -192,9 +190,11 @@ impl RpcEnv {
             let verifier = RpcEndpointVerifier {
                 dispatcher: Arc::downgrade(&dispatcher),
             };
+            // Refused rather than held back when full: a verifier's asker waits on its answer anyway.
+            let limits = env.limits(EndpointOptions::new().when_full(InboxFullPolicy::Fail))?;
             env.inner
                 .dispatcher
-                .register(VERIFIER_NAME, verifier, Scheduling::Concurrent, None)?;
+                .register(VERIFIER_NAME, verifier, Scheduling::Concurrent, None, limits)?;
         }
         Ok(env)
     }
@@ -221,23 +221,44 @@ impl RpcEnv {
         &self.inner.config
     }
 
+    /// An endpoint's inbox bounds: `options` over the config's defaults.
+    fn limits(&self, options: EndpointOptions) -> Result<InboxLimits, RpcError> {
+        let config = &self.inner.config;
+        let capacity = options.inbox_capacity.unwrap_or(config.inbox_capacity);
+        if capacity == 0 {
+            return Err(RpcError::Config(transport::ConfError::InvalidValue {
+                key: "EndpointOptions::inbox_capacity".into(),
+                value: "0".into(),
+                allowed: "a whole number >= 1, or None for the RpcEnv's inbox_capacity".into(),
+            }));
+        }
+        Ok(InboxLimits {
+            capacity,
+            when_full: options.when_full.unwrap_or(config.inbox_full_policy),
+            wait_timeout: config.ask_timeout(),
+        })
+    }
+
     fn register<E: RpcEndpoint>(
         &self,
         name: &str,
         endpoint: E,
         scheduling: Scheduling,
         cloner: Option<fn(&E) -> E>,
+        options: EndpointOptions,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
         self.inner.check_running()?;
+        let limits = self.limits(options)?;
         let target = self
             .inner
             .dispatcher
-            .register(name, endpoint, scheduling, cloner)?;
+            .register(name, endpoint, scheduling, cloner, limits)?;
         Ok(RpcEndpointRef::local(&self.inner, name, target))
     }
 
     /// Registers a thread-safe endpoint (one message at a time, on the shared
-    /// MessageLoop) under `name` (Spark's `setupEndpoint`).
+    /// MessageLoop) under `name` (Spark's `setupEndpoint`), with the config's
+    /// inbox bounds (`inbox_capacity`, `inbox_full_policy`).
     ///
     /// # Errors
     /// [`RpcError::EndpointAlreadyExists`], [`RpcError::EnvStopped`].
@@ -246,7 +267,25 @@ impl RpcEnv {
         name: &str,
         endpoint: E,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
-        self.register(name, endpoint, Scheduling::ThreadSafe, None)
+        self.setup_endpoint_with(name, endpoint, EndpointOptions::default())
+    }
+
+    /// [`setup_endpoint`](Self::setup_endpoint) with the endpoint's own
+    /// inbox capacity and policy when full, where `options` sets them (the
+    /// config's otherwise). For instance a slow consumer that remote senders
+    /// should wait for rather than fail on:
+    /// `EndpointOptions::new().inbox_capacity(64).when_full(InboxFullPolicy::Wait)`.
+    ///
+    /// # Errors
+    /// As [`setup_endpoint`](Self::setup_endpoint); [`RpcError::Config`] for
+    /// an `inbox_capacity` of 0.
+    pub fn setup_endpoint_with<E: RpcEndpoint>(
+        &self,
+        name: &str,
+        endpoint: E,
+        options: EndpointOptions,
+    ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
+        self.register(name, endpoint, Scheduling::ThreadSafe, None, options)
     }
 
     /// Registers an endpoint that may process several messages at once, each
@@ -259,7 +298,21 @@ impl RpcEnv {
         name: &str,
         endpoint: E,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
-        self.register(name, endpoint, Scheduling::Concurrent, Some(E::clone))
+        self.setup_concurrent_endpoint_with(name, endpoint, EndpointOptions::default())
+    }
+
+    /// [`setup_concurrent_endpoint`](Self::setup_concurrent_endpoint) with
+    /// the endpoint's own inbox bounds; see [`setup_endpoint_with`](Self::setup_endpoint_with).
+    ///
+    /// # Errors
+    /// As [`setup_endpoint_with`](Self::setup_endpoint_with).
+    pub fn setup_concurrent_endpoint_with<E: RpcEndpoint + Clone>(
+        &self,
+        name: &str,
+        endpoint: E,
+        options: EndpointOptions,
+    ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
+        self.register(name, endpoint, Scheduling::Concurrent, Some(E::clone), options)
     }
 
     /// Registers a thread-safe endpoint on a dedicated thread of its own
@@ -273,7 +326,29 @@ impl RpcEnv {
         name: &str,
         endpoint: E,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
-        self.register(name, endpoint, Scheduling::Dedicated, None)
+        self.setup_isolated_endpoint_with(name, endpoint, EndpointOptions::default())
+    }
+
+    /// [`setup_isolated_endpoint`](Self::setup_isolated_endpoint) with the
+    /// endpoint's own inbox bounds; see [`setup_endpoint_with`](Self::setup_endpoint_with).
+    ///
+    /// # Errors
+    /// As [`setup_endpoint_with`](Self::setup_endpoint_with).
+    pub fn setup_isolated_endpoint_with<E: RpcEndpoint>(
+        &self,
+        name: &str,
+        endpoint: E,
+        options: EndpointOptions,
+    ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
+        self.register(name, endpoint, Scheduling::Dedicated, None, options)
+    }
+
+    /// A snapshot of local endpoint `name`'s inbox: messages queued now and
+    /// at most so far, its capacity and policy, read pauses and blocked
+    /// senders (see [`InboxStats`]); `None` if no endpoint of that name is
+    /// registered. Takes the inbox's lock briefly.
+    pub fn inbox_stats(&self, name: &str) -> Option<InboxStats> {
+        self.inner.dispatcher.inbox_stats(name)
     }
 
     /// Registers a thread-safe endpoint that runs on the thread that delivers
@@ -300,7 +375,23 @@ impl RpcEnv {
         name: &str,
         endpoint: E,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
-        self.register(name, endpoint, Scheduling::Inline, None)
+        self.setup_inline_endpoint_with(name, endpoint, EndpointOptions::default())
+    }
+
+    /// [`setup_inline_endpoint`](Self::setup_inline_endpoint) with the
+    /// endpoint's own inbox capacity and policy when full (see
+    /// [`setup_endpoint_with`](Self::setup_endpoint_with)). Messages wait in an
+    /// inline endpoint's inbox only while another thread is processing it.
+    ///
+    /// # Errors
+    /// As [`setup_endpoint_with`](Self::setup_endpoint_with).
+    pub fn setup_inline_endpoint_with<E: RpcEndpoint>(
+        &self,
+        name: &str,
+        endpoint: E,
+        options: EndpointOptions,
+    ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
+        self.register(name, endpoint, Scheduling::Inline, None, options)
     }
 
     /// A reference to endpoint `name` of the RpcEnv at `address`, after asking

@@ -42,6 +42,37 @@ pub enum RpcError {
         /// The configured capacity.
         capacity: usize,
     },
+    /// A local send or ask to an endpoint that waits when full
+    /// ([`InboxFullPolicy::Wait`](crate::InboxFullPolicy::Wait)) waited the
+    /// env's ask timeout for room, and the inbox stayed full.
+    #[error(
+        "the inbox of endpoint `{endpoint}` stayed full ({capacity} messages waiting) for the {waited_ms} ms \
+         this send waited for room (its policy is to wait, up to `ask_timeout_ms`); the endpoint is not \
+         keeping up: slow down, or raise `inbox_capacity` (RPC_INBOX_CAPACITY) or `ask_timeout_ms`"
+    )]
+    InboxFullAfterWaiting {
+        /// The endpoint name.
+        endpoint: String,
+        /// Its capacity, in messages.
+        capacity: usize,
+        /// How long the sender waited, in milliseconds.
+        waited_ms: u64,
+    },
+    /// An endpoint's own handler sent to its inbox while it was full, under
+    /// [`InboxFullPolicy::Wait`](crate::InboxFullPolicy::Wait): waiting would
+    /// never end, since the thread running the handler is the one that empties
+    /// the inbox, so the send fails at once.
+    #[error(
+        "endpoint `{endpoint}` sent to its own inbox from its handler while the inbox was full ({capacity} \
+         messages waiting); waiting for room would deadlock, since this thread is the one that empties it: \
+         send from another thread, or raise its `inbox_capacity`"
+    )]
+    InboxFullInOwnHandler {
+        /// The endpoint name.
+        endpoint: String,
+        /// Its capacity, in messages.
+        capacity: usize,
+    },
     /// The RpcEnv is shut down.
     #[error("the RpcEnv is stopped; create a new one")]
     EnvStopped,

@@ -6,11 +6,16 @@
 //! A remote message stays as the `Bytes` slice of the receive buffer until the
 //! `MessageLoop` thread processes it: there it is validated with bytecheck and
 //! handed to the endpoint as [`Msg::Remote`], a reference into that buffer.
+//!
+//! A full inbox (see [`InboxQueue`]) refuses a message or holds its sender
+//! back, as its [`InboxFullPolicy`] says: a local sender waits on the inbox's
+//! condvar, a connection stops being read.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
 use transport::TransportClient;
@@ -20,6 +25,8 @@ use crate::context::{ReplyTo, RpcCallContext, RpcSender};
 use crate::endpoint::RpcEndpoint;
 use crate::envelope::Envelope;
 use crate::error::RpcError;
+use crate::inbox_limits::{InboxFullPolicy, InboxLimits, InboxStats};
+use crate::inbox_queue::{InboxQueue, ProcessingMark, is_processing};
 use crate::message::{Msg, RpcMessage, type_fingerprint};
 use crate::message_loop::{LoopItem, LoopSender};
 
@@ -53,7 +60,7 @@ pub(crate) enum InboxMessage<M, R: RpcMessage> {
 }
 
 struct State<M, R: RpcMessage> {
-    messages: VecDeque<InboxMessage<M, R>>,
+    messages: InboxQueue<InboxMessage<M, R>>,
     stopped: bool,
     /// Several threads may process at once (a concurrent endpoint, after `OnStart`, before stop).
     concurrent: bool,
@@ -85,6 +92,30 @@ pub(crate) trait InboxHandle: Send + Sync {
     fn process(&self);
     /// Queues `OnStop`; false if already stopped.
     fn stop(&self) -> bool;
+    /// A snapshot of the queue and its bounds.
+    fn stats(&self) -> InboxStats;
+}
+
+/// The locked state of an inbox of endpoint type `E`.
+type StateGuard<'a, E> = MutexGuard<'a, State<<E as RpcEndpoint>::Message, <E as RpcEndpoint>::Reply>>;
+
+/// Where a message comes from, which decides how a full inbox holds it back.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// A local reference, on the sender's thread: it may wait.
+    Local,
+    /// The network, on an event-loop thread that must not block: the
+    /// connection it came on stops being read instead.
+    Network,
+}
+
+/// The connection a remote message came on.
+fn connection_of<M, R: RpcMessage>(msg: &InboxMessage<M, R>) -> Option<&TransportClient> {
+    match msg {
+        InboxMessage::OneWay { sender, .. } => sender.connection.as_ref(),
+        InboxMessage::Rpc { ctx, .. } => ctx.sender().connection.as_ref(),
+        _ => None,
+    }
 }
 
 /// Where an inbox is processed.
@@ -116,8 +147,10 @@ pub(crate) struct Inbox<E: RpcEndpoint> {
     /// Processed by the thread that posts (see `RpcEnv::setup_inline_endpoint`),
     /// never queued on `scheduler`.
     inline: bool,
-    /// Messages the queue may hold before a send or ask is refused.
-    capacity: usize,
+    /// Messages the queue may hold before a send or ask is refused or held back.
+    limits: InboxLimits,
+    /// Local senders waiting for room wait on this, with `state`.
+    room: Arc<Condvar>,
     me: Weak<Inbox<E>>,
 }
 
@@ -132,7 +165,7 @@ impl<E: RpcEndpoint> Inbox<E> {
         endpoint: E,
         cloner: Option<fn(&E) -> E>,
         placement: Placement,
-        capacity: usize,
+        limits: InboxLimits,
     ) -> Arc<Self> {
         let Placement {
             scheduler,
@@ -140,10 +173,15 @@ impl<E: RpcEndpoint> Inbox<E> {
             dedicated,
             inline,
         } = placement;
+        let room = Arc::new(Condvar::new());
         let inbox = Arc::new_cyclic(|me| Self {
             name,
             state: Mutex::new(State {
-                messages: VecDeque::from([InboxMessage::OnStart]),
+                messages: InboxQueue::new(
+                    VecDeque::from([InboxMessage::OnStart]),
+                    limits.capacity,
+                    room.clone(),
+                ),
                 stopped: false,
                 concurrent: false,
                 active: 0,
@@ -156,7 +194,8 @@ impl<E: RpcEndpoint> Inbox<E> {
             parallelism: parallelism.max(1),
             dedicated,
             inline,
-            capacity,
+            limits,
+            room,
             me: me.clone(),
         });
         if !inline {
@@ -180,21 +219,33 @@ impl<E: RpcEndpoint> Inbox<E> {
         }
     }
 
-    fn enqueue(&self, msg: InboxMessage<E::Message, E::Reply>) -> Result<(), RpcError> {
+    fn enqueue(&self, msg: InboxMessage<E::Message, E::Reply>, origin: Origin) -> Result<(), RpcError> {
         let mut st = lock(&self.state);
         let refusable = matches!(msg, InboxMessage::OneWay { .. } | InboxMessage::Rpc { .. });
-        let refused = if st.stopped {
-            Some(RpcError::EndpointStopped {
+        let mut refused = None;
+        if refusable && !st.stopped && st.messages.is_full() {
+            refused = match (self.limits.when_full, origin, connection_of(&msg)) {
+                (InboxFullPolicy::Wait, Origin::Network, Some(connection)) => {
+                    st.messages.hold(connection.pause_reading());
+                    None
+                }
+                (InboxFullPolicy::Wait, Origin::Local, _) => {
+                    let waited;
+                    (st, waited) = self.wait_for_room(st);
+                    waited.err()
+                }
+                // Fail; or a network message with no connection to pause (none such today).
+                _ => Some(RpcError::InboxFull {
+                    endpoint: self.name.to_string(),
+                    capacity: self.limits.capacity,
+                }),
+            };
+        }
+        if st.stopped {
+            refused = Some(RpcError::EndpointStopped {
                 name: self.name.to_string(),
-            })
-        } else if refusable && st.messages.len() >= self.capacity {
-            Some(RpcError::InboxFull {
-                endpoint: self.name.to_string(),
-                capacity: self.capacity,
-            })
-        } else {
-            None
-        };
+            });
+        }
         if let Some(error) = refused {
             drop(st);
             // The caller answers the ask with `error`; the context must not answer it first.
@@ -220,8 +271,50 @@ impl<E: RpcEndpoint> Inbox<E> {
         Ok(())
     }
 
+    /// Blocks a local sender until the inbox is below capacity or stopped, for
+    /// at most `wait_timeout`; fails at once on a thread running this inbox's
+    /// own handler, which is the one that would have to empty it.
+    fn wait_for_room<'a>(&'a self, mut st: StateGuard<'a, E>) -> (StateGuard<'a, E>, Result<(), RpcError>) {
+        if is_processing(self.key()) {
+            let error = RpcError::InboxFullInOwnHandler {
+                endpoint: self.name.to_string(),
+                capacity: self.limits.capacity,
+            };
+            return (st, Err(error));
+        }
+        let started = Instant::now();
+        let deadline = started + self.limits.wait_timeout;
+        st.messages.waiting += 1;
+        let result = loop {
+            if st.stopped || !st.messages.is_full() {
+                break Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(RpcError::InboxFullAfterWaiting {
+                    endpoint: self.name.to_string(),
+                    capacity: self.limits.capacity,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            st = match self.room.wait_timeout(st, left) {
+                Ok((st, _)) => st,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        };
+        st.messages.waiting -= 1;
+        (st, result)
+    }
+
+    /// Identifies this inbox for [`ProcessingMark`]: its address, stable in its `Arc`.
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     /// Delivers `msg`; returns whether the endpoint panicked.
     fn handle(&self, msg: InboxMessage<E::Message, E::Reply>, own: &mut Option<E>) -> bool {
+        // A send from the handler to this same full inbox must not wait for itself.
+        let _processing = ProcessingMark::enter(self.key());
         let mut guard;
         let endpoint: &mut E = match own {
             Some(e) => e,
@@ -259,7 +352,7 @@ impl<E: RpcEndpoint> Inbox<E> {
             let mut st = lock(&self.state);
             st.stopped = true;
             st.concurrent = false;
-            st.messages.drain(..).collect()
+            std::iter::from_fn(|| st.messages.pop_front()).collect()
         };
         tracing::error!(
             endpoint = %self.name,
@@ -321,7 +414,7 @@ fn panic_message(panic: &Box<dyn Any + Send>) -> String {
 
 impl<E: RpcEndpoint> LocalTarget<E::Message, E::Reply> for Inbox<E> {
     fn post(&self, msg: InboxMessage<E::Message, E::Reply>) -> Result<(), RpcError> {
-        self.enqueue(msg)
+        self.enqueue(msg, Origin::Local)
     }
 }
 
@@ -343,18 +436,20 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
             });
         }
         let content = Content::Remote(envelope.payload);
-        self.enqueue(match reply {
+        let msg = match reply {
             Some((client, request_id)) => InboxMessage::Rpc {
                 content,
                 ctx: RpcCallContext::new(ReplyTo::Remote { client, request_id }, sender, self.name.clone()),
             },
             None => InboxMessage::OneWay { content, sender },
-        })
+        };
+        self.enqueue(msg, Origin::Network)
     }
 
     fn post_event(&self, event: SystemEvent) {
         // A stopped endpoint takes no more events; nothing is lost that anyone waits for.
-        let _ = self.enqueue(InboxMessage::Event(event));
+        // Events are never held back, so the origin does not matter.
+        let _ = self.enqueue(InboxMessage::Event(event), Origin::Network);
     }
 
     fn process(&self) {
@@ -436,6 +531,10 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
         }
         true
     }
+
+    fn stats(&self) -> InboxStats {
+        lock(&self.state).messages.stats(self.limits.when_full)
+    }
 }
 
 #[cfg(test)]
@@ -495,7 +594,7 @@ mod tests {
             Counter(count.clone()),
             Some(cloner),
             placement(tx, 2, false),
-            1000,
+            InboxLimits::fail(1000),
         );
         assert_eq!(drain(&rx), 1, "OnStart is queued once");
         for i in 0..100 {
@@ -529,7 +628,7 @@ mod tests {
             Counter(count.clone()),
             None,
             placement(tx, 4, false),
-            1000,
+            InboxLimits::fail(1000),
         );
         drain(&rx);
         for i in 0..50 {
@@ -565,7 +664,7 @@ mod tests {
             Where(seen.clone()),
             None,
             placement(tx, 2, true),
-            1000,
+            InboxLimits::fail(1000),
         );
         InboxHandle::process(inbox.as_ref()); // OnStart, as Dispatcher::register does
         let post = |i| {

@@ -18,6 +18,9 @@
 //!   the peer gets TCP backpressure; the writer, after each write, wakes it once
 //!   [`TransportClient::may_resume_reading`] holds. An answer's count goes down
 //!   before it is queued, and the writer writes it, so no wake-up is missed.
+//!   A [`ReadPause`](transport::ReadPause) taken by the layer above (an RPC
+//!   inbox that is full) pauses it the same way; dropping the last one calls
+//!   [`FrameSink::wake_reader`], which wakes the paused reader.
 //! - **Close**: whoever ends the connection (EOF, an error, `close()`, the
 //!   transport's shutdown) leads to the [`ConnectionGuard`] being dropped on the
 //!   loop thread, which refuses further sends, fails outstanding RPCs, and
@@ -104,7 +107,8 @@ impl EpollSink {
             peer = %self.peer,
             queued_bytes = client.queued_bytes(),
             in_flight_requests = client.in_flight_requests(),
-            "pausing reads until answers are written"
+            read_pauses = client.read_pauses(),
+            "pausing reads until answers are written and the layer above resumes them"
         );
         while !client.may_resume_reading() {
             self.reader_wake.notified().await;
@@ -157,6 +161,15 @@ impl FrameSink for SinkHandle {
 
     fn is_active(&self) -> bool {
         self.0.active.load(Ordering::Acquire)
+    }
+
+    fn wake_reader(&self) {
+        // The pause count went to 0 (SeqCst) before this load: either the
+        // reader, re-checking after setting the flag, sees it, or this sees the flag.
+        if self.0.read_paused.load(Ordering::SeqCst) {
+            // Stores a permit if the reader is not waiting yet; it re-checks anyway.
+            self.0.reader_wake.notify_one();
+        }
     }
 }
 

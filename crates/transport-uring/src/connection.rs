@@ -17,7 +17,10 @@
 //!   connection is over a limit. The peer then gets TCP
 //!   backpressure. Every send completion and every queued frame (an answer
 //!   included) flushes the connection, which calls `arm_recv` again: it
-//!   re-arms once [`TransportClient::may_resume_reading`] holds.
+//!   re-arms once [`TransportClient::may_resume_reading`] holds. A
+//!   [`ReadPause`](transport::ReadPause) taken by the layer above (an RPC inbox
+//!   that is full) pauses it the same way, and dropping the last one posts a
+//!   flush of the connection (`wake_reader` in `sink.rs`), so it re-arms.
 //! - **Close**: whatever ends the connection (EOF, an error, `close()`, the
 //!   transport's shutdown) goes through [`EventLoop::close_connection`]: the
 //!   sink refuses sends, outstanding RPCs fail, `channel_inactive` runs, in-flight

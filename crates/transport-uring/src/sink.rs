@@ -4,6 +4,8 @@
 //! first frame after the loop last took the queue also posts one `Flush`
 //! command to the connection's loop (which wakes it if parked); frames queued
 //! after that ride along, so a burst costs one command and at most one wake-up.
+//! `wake_reader` (the last [`ReadPause`](transport::ReadPause) of the
+//! connection dropped) posts a `Flush` too, which re-arms a paused recv.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -119,5 +121,17 @@ impl FrameSink for SinkHandle {
 
     fn is_active(&self) -> bool {
         self.0.active.load(Ordering::Acquire)
+    }
+
+    fn wake_reader(&self) {
+        // A `Flush` runs `arm_recv` on the loop, which re-checks the limits
+        // and resumes a paused recv (held bytes first). Posted whether or not
+        // one is scheduled: one already taken may have checked before the pause ended.
+        let sink = &*self.0;
+        if sink.active.load(Ordering::Acquire)
+            && let Some(home) = sink.home.upgrade()
+        {
+            home.send(Command::Flush(sink.key, sink.id));
+        }
     }
 }

@@ -15,6 +15,12 @@
 //! ([`in_flight_requests`](TransportClient::in_flight_requests)). Each costs
 //! one atomic add when a frame is queued or delivered and one when it is
 //! written or answered: no lock, no allocation.
+//!
+//! A layer above can pause reading too, for its own bound:
+//! [`pause_reading`](TransportClient::pause_reading) returns a [`ReadPause`];
+//! the backend stops reading from the connection while any is held, and the
+//! last one dropped wakes it ([`FrameSink::wake_reader`]). The RPC layer does
+//! this when an endpoint's inbox is full and its policy is to wait.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -109,6 +115,10 @@ pub trait FrameSink: Send + Sync + 'static {
     }
     /// Whether the connection still accepts frames.
     fn is_active(&self) -> bool;
+    /// The last [`ReadPause`] of the connection was dropped: if the backend
+    /// paused reading, it must check [`TransportClient::may_resume_reading`]
+    /// again and read once it holds. Called on any thread; must not block.
+    fn wake_reader(&self);
 }
 
 struct Inner {
@@ -129,6 +139,8 @@ struct Inner {
     queued_bytes: AtomicUsize,
     /// RpcRequests delivered to the handler and not yet answered.
     in_flight_requests: AtomicUsize,
+    /// [`ReadPause`]s held by the layer above.
+    read_pauses: AtomicUsize,
 }
 
 /// A handle to one connection. Cheap to clone; all clones are the same connection.
@@ -174,6 +186,7 @@ impl TransportClient {
                 max_outstanding: conf.outstanding_rpcs_limit(),
                 queued_bytes: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
+                read_pauses: AtomicUsize::new(0),
             }),
         }
     }
@@ -218,23 +231,44 @@ impl TransportClient {
     }
 
     /// Whether the backend should stop reading from this connection: more than
-    /// `max_queued_bytes_per_connection` bytes are queued to write, or
-    /// `max_in_flight_requests_per_connection` requests are unanswered. For
-    /// backends: check before reading and before decoding what a read got
-    /// (the frames of one read being decoded are all delivered). Two integer compares.
+    /// `max_queued_bytes_per_connection` bytes are queued to write,
+    /// `max_in_flight_requests_per_connection` requests are unanswered, or a
+    /// [`ReadPause`] is held. For backends: check before reading and before
+    /// decoding what a read got (the frames of one read being decoded are all
+    /// delivered). Three integer compares.
     pub fn should_pause_reading(&self) -> bool {
         self.queued_bytes() > self.inner.max_queued_bytes
             || self.in_flight_requests() >= self.inner.max_in_flight
+            || self.read_pauses() > 0
     }
 
     /// Whether a connection whose reading was paused may read again: at most
     /// half of `max_queued_bytes_per_connection` is queued (a low watermark, so
-    /// a connection does not flap around the bound) and fewer than
-    /// `max_in_flight_requests_per_connection` requests are unanswered. For
-    /// backends: check after a write or a queued answer.
+    /// a connection does not flap around the bound), fewer than
+    /// `max_in_flight_requests_per_connection` requests are unanswered, and no
+    /// [`ReadPause`] is held. For backends: check after a write, a queued
+    /// answer, and [`FrameSink::wake_reader`].
     pub fn may_resume_reading(&self) -> bool {
         self.queued_bytes() <= self.inner.max_queued_bytes / 2
             && self.in_flight_requests() < self.inner.max_in_flight
+            && self.read_pauses() == 0
+    }
+
+    /// Stops reading from this connection until the returned guard, and every
+    /// other one taken, is dropped: the peer's further frames wait in TCP
+    /// (backpressure), none is refused or lost, and the connection's order is
+    /// kept. Frames of the read being decoded when it is taken are still
+    /// delivered. Writes go on. For a layer above the transport that bounds
+    /// what it holds (the RPC layer's inboxes); Netty's `setAutoRead(false)`.
+    /// One atomic add; never blocks; any thread.
+    pub fn pause_reading(&self) -> ReadPause {
+        self.inner.read_pauses.fetch_add(1, Ordering::SeqCst);
+        ReadPause { client: self.clone() }
+    }
+
+    /// [`ReadPause`]s now held on this connection (a count).
+    pub fn read_pauses(&self) -> usize {
+        self.inner.read_pauses.load(Ordering::SeqCst)
     }
 
     /// Reports that `bytes` bytes of queued frames were written to the socket
@@ -465,6 +499,41 @@ impl TransportClient {
                     reason: reason.to_string(),
                 }),
             );
+        }
+    }
+}
+
+/// A pause of a connection's reading, taken with
+/// [`TransportClient::pause_reading`]; dropping the last one of a connection
+/// lets its backend read again (and wakes it). Holds the connection's handle,
+/// not the connection open: a closed connection's pauses simply end with their guards.
+#[must_use = "reading resumes as soon as the pause is dropped"]
+pub struct ReadPause {
+    client: TransportClient,
+}
+
+impl ReadPause {
+    /// The connection whose reading this pause holds.
+    pub fn client(&self) -> &TransportClient {
+        &self.client
+    }
+}
+
+impl fmt::Debug for ReadPause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadPause")
+            .field("connection", &self.client.id())
+            .finish()
+    }
+}
+
+impl Drop for ReadPause {
+    fn drop(&mut self) {
+        let inner = &self.client.inner;
+        // SeqCst, like the backends' paused flags: either a paused reader sees
+        // the count at 0 when it re-checks, or `wake_reader` sees it paused.
+        if inner.read_pauses.fetch_sub(1, Ordering::SeqCst) == 1 {
+            inner.sink.wake_reader();
         }
     }
 }

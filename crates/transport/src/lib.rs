@@ -60,7 +60,8 @@ mod write_queue;
 pub mod conformance;
 
 pub use client::{
-    ConnectionId, FrameSink, ResponseHandler, RpcResponseCallback, RpcResponseListener, TransportClient,
+    ConnectionId, FrameSink, ReadPause, ResponseHandler, RpcResponseCallback, RpcResponseListener,
+    TransportClient,
 };
 pub use client_factory::TransportClientFactory;
 pub use conf::{ConfError, ENV_PREFIX, IoMode, KEYS as CONF_KEYS, TransportConf};

@@ -9,6 +9,8 @@ use crate::transport::TransportHandler;
 struct Recording {
     frames: Arc<Mutex<Vec<EncodedFrame>>>,
     closed: Arc<AtomicBool>,
+    /// `wake_reader` calls.
+    wakes: Arc<AtomicUsize>,
 }
 
 impl FrameSink for Recording {
@@ -27,6 +29,9 @@ impl FrameSink for Recording {
     }
     fn is_active(&self) -> bool {
         !self.closed.load(Ordering::SeqCst)
+    }
+    fn wake_reader(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -202,4 +207,32 @@ fn closing_zeroes_the_counts() {
     c.send_one_way(Bytes::from_static(b"x")).unwrap();
     c.connection_closed("test");
     assert_eq!((c.queued_bytes(), c.in_flight_requests()), (0, 0));
+}
+
+#[test]
+fn read_pauses_hold_reading_until_the_last_is_dropped_which_wakes_the_reader() {
+    let sink = Recording::default();
+    let wakes = sink.wakes.clone();
+    let c = TransportClient::new(ConnectionId(1), addr(), addr(), &limited(0, 0), Box::new(sink));
+    assert!(!c.should_pause_reading() && c.may_resume_reading());
+    let first = c.pause_reading();
+    let second = c.clone().pause_reading();
+    assert_eq!(c.read_pauses(), 2);
+    assert_eq!(first.client().id(), c.id());
+    assert!(c.should_pause_reading() && !c.may_resume_reading());
+    drop(first);
+    assert!(c.should_pause_reading(), "one pause is still held");
+    assert_eq!(wakes.load(Ordering::SeqCst), 0, "no wake-up while paused");
+    drop(second);
+    assert!(!c.should_pause_reading() && c.may_resume_reading());
+    assert_eq!(
+        wakes.load(Ordering::SeqCst),
+        1,
+        "the last pause wakes the reader once"
+    );
+    // Pauses outlive a closed connection harmlessly.
+    let late = c.pause_reading();
+    c.connection_closed("test");
+    drop(late);
+    assert_eq!(c.read_pauses(), 0);
 }

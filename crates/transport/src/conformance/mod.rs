@@ -29,7 +29,8 @@
 //! - [`auth`]: closing after a last answer, and `auth_secret` gating connections;
 //! - [`limits`]: `max_connections`, a peer that never reads its answers
 //!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
-//!   and `max_outstanding_rpcs_per_connection`.
+//!   and `max_outstanding_rpcs_per_connection`;
+//! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`.
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub mod auth;
 pub mod faults;
 pub mod lifecycle;
 pub mod limits;
+pub mod read_pause;
 pub mod rpc;
 
 pub use auth::{auth_secret_gates_connections, close_after_flush_delivers_queued_frames};
@@ -58,6 +60,7 @@ pub use limits::{
     max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
     queued_sends_pause_reading_until_written,
 };
+pub use read_pause::read_pause_holds_frames_until_the_last_is_dropped;
 pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
     rpc_responses_match_requests, server_sends_to_client,
@@ -101,6 +104,7 @@ macro_rules! conformance_suite {
             queued_sends_pause_reading_until_written,
             in_flight_limit_pauses_reading_until_answers,
             client_refuses_rpcs_past_the_outstanding_limit,
+            read_pause_holds_frames_until_the_last_is_dropped,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
