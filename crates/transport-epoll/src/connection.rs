@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
@@ -51,7 +51,7 @@ const INITIAL_READ: usize = 8 << 10;
 /// A split frame missing at least this many bytes is read straight into its own buffer.
 const DIRECT_READ_MIN: usize = 16 << 10;
 /// Slices per vectored write.
-const IOV_PER_WRITE: usize = if MAX_IOV < 64 { MAX_IOV } else { 64 };
+const IOV_PER_WRITE: usize = if MAX_IOV < 512 { MAX_IOV } else { 512 };
 
 #[derive(Default)]
 struct SinkState {
@@ -247,7 +247,7 @@ pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<T
     Ok(client)
 }
 
-async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPool, guard: ConnectionGuard) {
+async fn read_loop(mut rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPool, guard: ConnectionGuard) {
     let client = &guard.client;
     let handler = &*guard.handler;
     let mut read_size = INITIAL_READ;
@@ -255,27 +255,29 @@ async fn read_loop(rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPoo
         if client.should_pause_reading() {
             guard.sink.pause_reading(client).await;
         }
+        // Readable first, so that an idle connection holds no buffer. The read
+        // itself goes through `AsyncRead` (`poll_read`): readiness is then
+        // cleared after a short read, which drained the socket, saving the
+        // `read` that `try_read` would need to see `EAGAIN` on every wake-up.
         if let Err(e) = rd.readable().await {
             break Err(TransportError::io("read from", client.peer_addr(), &e));
         }
         let read = if decoder.pending_bytes() >= DIRECT_READ_MIN {
             let buf = decoder.direct_read_buf().expect("a frame is in progress");
-            match rd.try_read(buf) {
+            match rd.read(buf).await {
                 Ok(0) => break Ok(()),
                 Ok(n) => Read::Direct(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
             }
         } else {
             let mut buf = pool.allocate(read_size);
-            match rd.try_read(buf.spare_mut()) {
+            match rd.read(buf.spare_mut()).await {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     read_size = next_read_size(read_size, n, buf.capacity());
                     buf.commit(n);
                     Read::Chunk(buf.freeze())
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(TransportError::io("read from", client.peer_addr(), &e)),
             }
         };
