@@ -74,6 +74,8 @@ pub(crate) struct EventLoop {
     pub(crate) conf: Arc<LoopConf>,
     /// Connections with frames to flush or a recv to arm, handled before the next submit.
     pub(crate) dirty: Vec<usize>,
+    /// `iovec` arrays and `msghdr`s of finished sends, for the next ones.
+    pub(crate) send_scratch: Vec<crate::send::SendScratch>,
     pub(crate) stopping: bool,
     wake_op: Option<usize>,
     wake_buf: Option<Box<[u8; 8]>>,
@@ -104,6 +106,7 @@ impl EventLoop {
             picker,
             conf,
             dirty: Vec::new(),
+            send_scratch: Vec::new(),
             stopping: false,
             wake_op: None,
             wake_buf: Some(Box::new([0; 8])),

@@ -19,41 +19,55 @@ use crate::ring_loop::EventLoop;
 /// Slices per submission: enough for 512 small frames (header + body each).
 const IOV_PER_SEND: usize = MAX_IOV;
 
+/// The `iovec` array and `msghdr` of a send, kept by the loop between sends
+/// (`EventLoop::send_scratch`) so that a send allocates nothing.
+pub(crate) struct SendScratch {
+    iov: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
+}
+
+impl SendScratch {
+    fn new() -> Self {
+        Self {
+            iov: Vec::new(),
+            // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+            msg: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+/// Scratch space the loop keeps for later sends, at most (one per send in flight is enough).
+pub(crate) const SCRATCH_KEPT: usize = 64;
+
 /// The frames of one send and the kernel-facing description of their bytes.
 pub(crate) struct SendBatch {
     queue: WriteQueue,
-    #[expect(
-        dead_code,
-        reason = "read by the kernel through `msg`; owned here to keep it alive"
-    )]
-    iov: Vec<libc::iovec>,
-    msg: Box<libc::msghdr>,
+    /// Read by the kernel through its `msg`: owned here to keep it alive.
+    scratch: SendScratch,
     zero_copy: bool,
 }
 
 impl SendBatch {
-    /// Describes the unwritten bytes of `queue` (up to [`MAX_IOV`] slices).
-    /// `zero_copy` is set when some body in the batch has at least
-    /// `zc_threshold` bytes (0 disables zero copy).
-    pub(crate) fn new(queue: WriteQueue, zc_threshold: usize) -> Self {
-        let mut slices = vec![IoSlice::new(&[]); IOV_PER_SEND.min(queue.frames() * 2)];
+    /// Describes the unwritten bytes of `queue` (up to [`MAX_IOV`] slices) in
+    /// `scratch` (a new one if `None`). `zero_copy` is set when some body in
+    /// the batch has at least `zc_threshold` bytes (0 disables zero copy).
+    pub(crate) fn new(queue: WriteQueue, zc_threshold: usize, scratch: Option<SendScratch>) -> Self {
+        let mut scratch = scratch.unwrap_or_else(SendScratch::new);
+        let mut slices = [IoSlice::new(&[]); IOV_PER_SEND];
         let n = queue.io_slices(&mut slices);
         let zero_copy = zc_threshold > 0 && slices[..n].iter().any(|s| s.len() >= zc_threshold);
-        let iov: Vec<libc::iovec> = slices[..n]
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
+        scratch.iov.clear();
+        scratch.iov.extend(slices[..n].iter().map(|s| libc::iovec {
+            iov_base: s.as_ptr() as *mut libc::c_void,
+            iov_len: s.len(),
+        }));
         // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len() as _;
+        *scratch.msg = unsafe { std::mem::zeroed() };
+        scratch.msg.msg_iov = scratch.iov.as_mut_ptr();
+        scratch.msg.msg_iovlen = scratch.iov.len() as _;
         Self {
             queue,
-            iov,
-            msg,
+            scratch,
             zero_copy,
         }
     }
@@ -63,7 +77,7 @@ impl SendBatch {
     /// put while the batch is moved around, as long as the batch is not
     /// dropped or its queue changed.
     pub(crate) fn msghdr(&self) -> *const libc::msghdr {
-        &*self.msg
+        &*self.scratch.msg
     }
 
     /// Whether this batch goes out with `SENDMSG_ZC`.
@@ -77,11 +91,11 @@ impl SendBatch {
     }
 
     /// Ends the batch: `written` bytes went out; returns the queue advanced past them.
-    pub(crate) fn into_queue(self, written: usize) -> WriteQueue {
+    pub(crate) fn into_parts(self, written: usize) -> (WriteQueue, SendScratch) {
         let mut queue = self.queue;
         // The kernel never reports more than it was given; stay safe regardless.
         queue.advance(written.min(queue.remaining_bytes()));
-        queue
+        (queue, self.scratch)
     }
 }
 
@@ -113,7 +127,7 @@ impl EventLoop {
             } else if queue.is_empty() {
                 conn.queue = Some(queue);
             } else {
-                let batch = SendBatch::new(queue, threshold);
+                let batch = SendBatch::new(queue, threshold, self.send_scratch.pop());
                 let flags = (libc::MSG_WAITALL | libc::MSG_NOSIGNAL) as u32;
                 let sqe = if batch.is_zero_copy() {
                     on_socket!(conn, |fd| opcode::SendMsgZc::new(fd, batch.msghdr())
@@ -153,7 +167,8 @@ impl EventLoop {
                     }
                 } else {
                     self.ops.finish(op);
-                    self.send_done(conn, Some(batch.into_queue(written)), c.result, written);
+                    let queue = self.recycle(batch, written);
+                    self.send_done(conn, Some(queue), c.result, written);
                 }
             }
             Some(Op::ZcNotify(batch, resume)) => {
@@ -162,16 +177,25 @@ impl EventLoop {
                     return;
                 }
                 self.ops.finish(op);
-                match resume {
-                    Some((conn, written)) => {
-                        self.send_done(conn, Some(batch.into_queue(written)), 0, written)
-                    }
-                    None => drop(batch),
+                let written = resume.map_or(0, |(_, written)| written);
+                let queue = self.recycle(batch, written);
+                if let Some((conn, written)) = resume {
+                    self.send_done(conn, Some(queue), 0, written);
                 }
             }
             Some(other) => self.ops.put(op, other),
             None => {}
         }
+    }
+
+    /// Ends `batch` (`written` bytes went out): keeps its scratch space for a
+    /// later send and returns its queue.
+    fn recycle(&mut self, batch: SendBatch, written: usize) -> WriteQueue {
+        let (queue, scratch) = batch.into_parts(written);
+        if self.send_scratch.len() < SCRATCH_KEPT {
+            self.send_scratch.push(scratch);
+        }
+        queue
     }
 
     /// The connection gets its queue back, `written` bytes fewer; continues
