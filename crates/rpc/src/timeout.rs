@@ -12,7 +12,6 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct TimerKey(Instant, u64);
 
-/// Runs with `true` at the deadline, or with `false` when the scheduler stops first.
 /// What a timer does when its deadline passes (`timed_out` true) or the
 /// scheduler stops first (`false`). Shared, not boxed: an ask's promise is
 /// its own timer action, so arming a timeout allocates nothing per ask.
@@ -27,6 +26,12 @@ type Action = Arc<dyn Expire>;
 struct State {
     entries: BTreeMap<TimerKey, Action>,
     stopped: bool,
+    /// When the timer thread will wake by itself: `None` while it runs or
+    /// waits with nothing scheduled. A new deadline after this one needs no
+    /// wake-up: the thread looks again then. (Asks' deadlines mostly grow, so
+    /// arming one almost never wakes the timer thread, which would cost a
+    /// cross-thread wake-up per ask.)
+    wakes_at: Option<Instant>,
 }
 
 /// A timer thread running actions at their deadlines.
@@ -63,10 +68,10 @@ impl TimeoutScheduler {
     pub(crate) fn schedule(&self, deadline: Instant, action: Action) -> TimerKey {
         let key = TimerKey(deadline, self.seq.fetch_add(1, Ordering::Relaxed));
         let mut st = self.lock();
-        let earliest = st.entries.keys().next().is_none_or(|first| key < *first);
+        let wake = st.wakes_at.is_none_or(|at| deadline < at);
         st.entries.insert(key, action);
         drop(st);
-        if earliest {
+        if wake {
             self.cond.notify_one();
         }
         key
@@ -110,6 +115,7 @@ impl TimeoutScheduler {
                 return;
             }
             let now = Instant::now();
+            st.wakes_at = None;
             match st.entries.first_key_value().map(|(k, _)| *k) {
                 Some(key) if key.0 <= now => {
                     let action = st.entries.remove(&key).expect("present");
@@ -118,6 +124,7 @@ impl TimeoutScheduler {
                     st = self.lock();
                 }
                 Some(key) => {
+                    st.wakes_at = Some(key.0);
                     st = self
                         .cond
                         .wait_timeout(st, key.0 - now)
@@ -127,5 +134,65 @@ impl TimeoutScheduler {
                 None => st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Flag(AtomicBool);
+
+    impl Expire for Flag {
+        fn expire(&self, timed_out: bool) {
+            self.0.store(timed_out, Ordering::SeqCst);
+        }
+    }
+
+    fn flag() -> Arc<Flag> {
+        Arc::new(Flag(AtomicBool::new(false)))
+    }
+
+    fn wait_for(f: &Flag) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if f.0.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn a_nearer_deadline_wakes_a_thread_sleeping_until_a_later_one() {
+        let sched = TimeoutScheduler::start();
+        let (far, near) = (flag(), flag());
+        sched.schedule(Instant::now() + Duration::from_secs(3600), far.clone());
+        std::thread::sleep(Duration::from_millis(20)); // the thread now sleeps until the far one
+        sched.schedule(Instant::now() + Duration::from_millis(10), near.clone());
+        assert!(wait_for(&near), "the near deadline fired");
+        assert!(!far.0.load(Ordering::SeqCst));
+        sched.stop();
+    }
+
+    #[test]
+    fn later_deadlines_fire_in_order_without_a_wake_up_each() {
+        let sched = TimeoutScheduler::start();
+        let flags: Vec<_> = (1..=5u64)
+            .map(|i| {
+                let f = flag();
+                sched.schedule(Instant::now() + Duration::from_millis(10 * i), f.clone());
+                f
+            })
+            .collect();
+        for f in &flags {
+            assert!(wait_for(f));
+        }
+        assert_eq!(sched.len(), 0);
+        sched.stop();
     }
 }
