@@ -6,7 +6,10 @@
 //! [`PooledBufMut`] out, commits the bytes the kernel wrote, freezes it into
 //! [`Bytes`] (frame bodies become slices of it: zero copy) and puts a fresh
 //! pool buffer in the slot, so the ring is full again after every completion
-//! is handled. The filled buffer returns to the pool when its last slice drops.
+//! is handled. Freezing allocates nothing once a buffer has been frozen
+//! before; the pool gets the filled buffer back at once but reuses it only
+//! after its last slice drops, so a buffer in a slot is never one that some
+//! `Bytes` still reads, and its address stays fixed while the kernel owns it.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;

@@ -1,5 +1,6 @@
-//! The buffer pool: allocate and drop on one thread (the thread cache), and
-//! buffers freed on another thread (the shared lists).
+//! The buffer pool: allocate and drop on one thread (the thread cache), with
+//! frozen buffers still alive (returned but busy), and buffers whose last
+//! `Bytes` drops on another thread.
 //!
 //! `cargo bench -p transport --bench pool`
 
@@ -24,6 +25,23 @@ fn same_thread(c: &mut Criterion) {
             let mut buf = pool.allocate(16 << 10);
             buf.commit(100);
             drop(black_box(buf.freeze()))
+        })
+    });
+    // 64 frozen buffers stay alive (64 reads in flight), the oldest dropped
+    // before each allocate: the pool passes over busy returned buffers.
+    g.bench_function("frozen Bytes, 64 alive, 16384", |b| {
+        let mut alive: std::collections::VecDeque<bytes::Bytes> = (0..64)
+            .map(|_| {
+                let mut buf = pool.allocate(16 << 10);
+                buf.commit(100);
+                buf.freeze()
+            })
+            .collect();
+        b.iter(|| {
+            drop(alive.pop_front());
+            let mut buf = pool.allocate(16 << 10);
+            buf.commit(100);
+            alive.push_back(black_box(buf.freeze()));
         })
     });
     g.finish();

@@ -5,30 +5,46 @@
 //! on drop. Freed buffers go first to a small per-thread cache (Netty's
 //! `PoolThreadCache`: no lock, no contention for a buffer freed on the thread
 //! that will reuse it), then to a shared free list per class. The pool holds at
-//! most [`BufferPool::max_held_bytes`] of idle memory; a buffer freed past that
-//! bound is released to the system allocator.
+//! most [`BufferPool::max_held_bytes`] of buffers; a buffer given back past
+//! that bound is left to the system allocator.
 //!
 //! A [`PooledBufMut`] is written into, then [`frozen`](PooledBufMut::freeze)
-//! into a [`Bytes`] whose owner is the pooled buffer
-//! ([`Bytes::from_owner`]): slices of it share the memory, and it goes back to
-//! the pool when the last slice drops, on whatever thread that happens.
+//! into a [`Bytes`](bytes::Bytes) over the same memory: slices of it share that
+//! memory, and freezing allocates nothing once the buffer has been frozen
+//! before. Each pooled buffer is one [`BytesMut`] allocated once (its shared
+//! header is created on its first freeze); freezing cuts the filled bytes off
+//! it (`split_to(..).freeze()`) and gives the emptied handle straight back to
+//! the pool. The handle is reusable once every `Bytes` cut from it has dropped,
+//! on whatever thread: [`BufferPool::allocate`] tries returned handles oldest
+//! first with [`BytesMut::try_reclaim`], skips (and keeps) those still
+//! referenced, and allocates fresh only when none of the first few is free.
+//! So "held" means: buffers the pool keeps a handle to, whether idle or still
+//! read through a `Bytes` frozen from them.
 
-use std::cell::RefCell;
+mod buf;
+mod thread_cache;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::BytesMut;
+
+pub use buf::PooledBufMut;
 
 /// Smallest size class, in bytes.
 pub const MIN_CLASS_SIZE: usize = 512;
 /// Largest pooled size class, in bytes (16 MiB); larger buffers are not pooled.
 pub const MAX_CLASS_SIZE: usize = 16 << 20;
 const NUM_CLASSES: usize = (MAX_CLASS_SIZE / MIN_CLASS_SIZE).trailing_zeros() as usize + 1;
-/// Buffers of at most this size are kept in per-thread caches (Netty's
-/// `maxCachedBufferCapacity`, 32 KiB there); larger ones go to the shared lists.
-const THREAD_CACHE_MAX_CLASS: usize = 64 << 10;
-/// Buffers kept per class in one thread's cache.
-const THREAD_CACHE_PER_CLASS: usize = 64;
+/// Returned buffers [`BufferPool::allocate`] tries per list (thread cache, then
+/// shared list) before it allocates fresh; a tried buffer that is still
+/// referenced moves to the back of its list. Bounds the work of one allocate
+/// when many returned buffers are still being read.
+const RECLAIM_TRIES: usize = 8;
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -37,28 +53,42 @@ static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 pub struct PoolStats {
     /// Buffers handed out from a free list (no system allocation).
     pub served_from_pool: u64,
-    /// Buffers handed out freshly allocated (pool empty, or larger than 16 MiB).
+    /// Buffers handed out freshly allocated (no returned buffer of the class
+    /// was free, or larger than 16 MiB).
     pub served_fresh: u64,
-    /// Buffers given back and kept for reuse.
+    /// Buffers given back and kept for reuse: dropped unfrozen, or frozen (a
+    /// frozen buffer comes back at once and is reused after its last `Bytes`
+    /// drops).
     pub returned: u64,
-    /// Buffers given back but freed, because keeping them would pass the bound
-    /// or they are larger than the largest class.
+    /// Buffers given back but not kept, because keeping them would pass the
+    /// bound or they are larger than the largest class (their memory is freed
+    /// when their last `Bytes` drops).
     pub released: u64,
-    /// Bytes of idle buffers the pool holds now (shared lists and thread caches).
+    /// Returned buffers that `allocate` tried and passed over because a
+    /// `Bytes` frozen from them was still alive (each try counts; the buffer
+    /// stays in the pool and is tried again later).
+    pub skipped_busy: u64,
+    /// Bytes of buffers the pool holds now (shared lists and thread caches),
+    /// by class size, whether idle or still read through a `Bytes`.
     pub bytes_held: u64,
     /// The bound on `bytes_held`, in bytes.
     pub max_held_bytes: u64,
 }
 
+/// Returned buffers of one class: emptied `BytesMut` handles of `class_size`
+/// bytes each, oldest first.
+type FreeList = VecDeque<BytesMut>;
+
 struct Shared {
     id: u64,
     max_held: usize,
     held: AtomicUsize,
-    classes: Vec<Mutex<Vec<Vec<u8>>>>,
+    classes: Vec<Mutex<FreeList>>,
     served_from_pool: AtomicU64,
     served_fresh: AtomicU64,
     returned: AtomicU64,
     released: AtomicU64,
+    skipped_busy: AtomicU64,
 }
 
 /// A pool of byte buffers. Cheap to clone (an `Arc`); clones share one pool.
@@ -88,63 +118,105 @@ fn class_size(class: usize) -> usize {
     MIN_CLASS_SIZE << class
 }
 
+/// Makes a returned handle of a `size`-byte buffer writable again, if no
+/// `Bytes` cut from it is alive: then `true`, and `handle` spans `size`
+/// initialized bytes (`len() == size`). `false` leaves it to be tried later.
+fn reclaim(handle: &mut BytesMut, size: usize) -> bool {
+    handle.clear();
+    // `try_reclaim` never allocates: it succeeds when the handle's own spare
+    // room already covers `size` (disjoint from every `Bytes` cut off it), or
+    // when the handle is the last reference and resets it to the start of
+    // the allocation.
+    if !handle.try_reclaim(size) || handle.capacity() < size {
+        return false;
+    }
+    // SAFETY: `len` becomes `size`, at most `capacity()` (checked above), so
+    // the bytes lie inside the handle's own range of its allocation, which no
+    // live `Bytes` overlaps (`try_reclaim` succeeded). They are initialized:
+    // every pooled allocation is created by `BytesMut::zeroed(size)` in
+    // `BufferPool::allocate`, `try_reclaim(_)` on a pooled handle keeps that
+    // very allocation (it cannot allocate), and its bytes are only ever
+    // written with initialized values (through `&mut [u8]` or by the kernel).
+    unsafe { handle.set_len(size) };
+    true
+}
+
+/// Takes the first reclaimable handle among the first [`RECLAIM_TRIES`] of
+/// `list`, moving the busy ones it passes to the back. Returns it (if any)
+/// and how many busy handles it passed.
+fn take_reclaimable(list: &mut FreeList, size: usize) -> (Option<BytesMut>, u64) {
+    let mut busy = 0;
+    for _ in 0..list.len().min(RECLAIM_TRIES) {
+        let Some(mut handle) = list.pop_front() else {
+            break;
+        };
+        if reclaim(&mut handle, size) {
+            return (Some(handle), busy);
+        }
+        busy += 1;
+        list.push_back(handle);
+    }
+    (None, busy)
+}
+
 impl BufferPool {
-    /// Creates a pool that keeps at most `max_held_bytes` of idle buffers.
+    /// Creates a pool that holds at most `max_held_bytes` of buffers.
     pub fn new(max_held_bytes: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
                 max_held: max_held_bytes,
                 held: AtomicUsize::new(0),
-                classes: (0..NUM_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+                classes: (0..NUM_CLASSES).map(|_| Mutex::new(VecDeque::new())).collect(),
                 served_from_pool: AtomicU64::new(0),
                 served_fresh: AtomicU64::new(0),
                 returned: AtomicU64::new(0),
                 released: AtomicU64::new(0),
+                skipped_busy: AtomicU64::new(0),
             }),
         }
     }
 
-    /// The bound on idle bytes held, in bytes.
+    /// The bound on bytes held, in bytes.
     pub fn max_held_bytes(&self) -> usize {
         self.shared.max_held
     }
 
     /// A buffer with room for at least `size` bytes (its capacity is `size`
     /// rounded up to a power of two, at least 512 B), empty (`len() == 0`).
-    /// Served from this thread's cache, then the shared list, then the system
-    /// allocator.
+    /// Served from this thread's cache, then the shared list (a returned
+    /// buffer some `Bytes` still reads is skipped), then the system allocator
+    /// (zeroed memory).
     pub fn allocate(&self, size: usize) -> PooledBufMut {
         let Some(class) = class_of(size) else {
             self.shared.served_fresh.fetch_add(1, Ordering::Relaxed);
-            return PooledBufMut {
-                data: vec![0; size],
-                filled: 0,
-                pool: None,
-            };
+            return PooledBufMut::new(BytesMut::zeroed(size), None);
         };
-        let data = self.take_local(class).or_else(|| {
-            self.shared.classes[class]
+        let size = class_size(class);
+        let (mut data, mut busy) = thread_cache::take_local(&self.shared, class);
+        if data.is_none() {
+            let mut list = self.shared.classes[class]
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-        });
+                .unwrap_or_else(|e| e.into_inner());
+            let (shared_data, shared_busy) = take_reclaimable(&mut list, size);
+            data = shared_data;
+            busy += shared_busy;
+        }
+        if busy > 0 {
+            self.shared.skipped_busy.fetch_add(busy, Ordering::Relaxed);
+        }
         let data = match data {
             Some(d) => {
-                self.shared.held.fetch_sub(d.len(), Ordering::Relaxed);
+                self.shared.held.fetch_sub(size, Ordering::Relaxed);
                 self.shared.served_from_pool.fetch_add(1, Ordering::Relaxed);
                 d
             }
             None => {
                 self.shared.served_fresh.fetch_add(1, Ordering::Relaxed);
-                vec![0; class_size(class)]
+                BytesMut::zeroed(size)
             }
         };
-        PooledBufMut {
-            data,
-            filled: 0,
-            pool: Some(self.shared.clone()),
-        }
+        PooledBufMut::new(data, Some(self.shared.clone()))
     }
 
     /// A snapshot of the counters.
@@ -155,37 +227,24 @@ impl BufferPool {
             served_fresh: s.served_fresh.load(Ordering::Relaxed),
             returned: s.returned.load(Ordering::Relaxed),
             released: s.released.load(Ordering::Relaxed),
+            skipped_busy: s.skipped_busy.load(Ordering::Relaxed),
             bytes_held: s.held.load(Ordering::Relaxed) as u64,
             max_held_bytes: s.max_held as u64,
         }
     }
-
-    fn take_local(&self, class: usize) -> Option<Vec<u8>> {
-        if class_size(class) > THREAD_CACHE_MAX_CLASS {
-            return None;
-        }
-        let id = self.shared.id;
-        THREAD_CACHES
-            .try_with(|caches| {
-                let mut caches = caches.borrow_mut();
-                caches.iter_mut().find(|c| c.pool_id == id)?.lists[class].pop()
-            })
-            .ok()
-            .flatten()
-    }
 }
 
 impl Default for BufferPool {
-    /// A pool bounded at 64 MiB of idle buffers.
+    /// A pool bounded at 64 MiB of held buffers.
     fn default() -> Self {
         Self::new(64 << 20)
     }
 }
 
 impl Shared {
-    /// Takes back `data`, keeping it if the bound allows.
-    fn give_back(self: &Arc<Self>, data: Vec<u8>) {
-        let size = data.len();
+    /// Takes back the handle of a `size`-byte buffer (some `Bytes` may still
+    /// read it), keeping it if the bound allows.
+    fn give_back(self: &Arc<Self>, data: BytesMut, size: usize) {
         let Some(class) = class_of(size).filter(|&c| class_size(c) == size) else {
             self.released.fetch_add(1, Ordering::Relaxed);
             return;
@@ -202,265 +261,12 @@ impl Shared {
             return;
         }
         self.returned.fetch_add(1, Ordering::Relaxed);
-        let data = if size <= THREAD_CACHE_MAX_CLASS {
-            match put_local(self, class, data) {
-                None => return,
-                Some(d) => d,
-            }
-        } else {
-            data
+        let Some(data) = thread_cache::put_local(self, class, data) else {
+            return;
         };
         self.classes[class]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(data);
-    }
-}
-
-/// Puts `data` in this thread's cache for the pool; gives it back when the cache is full
-/// or the thread is exiting.
-fn put_local(shared: &Arc<Shared>, class: usize, data: Vec<u8>) -> Option<Vec<u8>> {
-    let mut data = Some(data);
-    let _ = THREAD_CACHES.try_with(|caches| {
-        let mut caches = caches.borrow_mut();
-        let idx = match caches.iter().position(|c| c.pool_id == shared.id) {
-            Some(i) => i,
-            None => {
-                // Forget caches of pools that are gone before adding one.
-                caches.retain(|c| c.pool.strong_count() > 0);
-                caches.push(ThreadCache {
-                    pool_id: shared.id,
-                    pool: Arc::downgrade(shared),
-                    lists: (0..NUM_CLASSES).map(|_| Vec::new()).collect(),
-                });
-                caches.len() - 1
-            }
-        };
-        let list = &mut caches[idx].lists[class];
-        if list.len() < THREAD_CACHE_PER_CLASS {
-            list.push(data.take().expect("taken once"));
-        }
-    });
-    data
-}
-
-/// One thread's cache of one pool's small buffers.
-struct ThreadCache {
-    pool_id: u64,
-    pool: Weak<Shared>,
-    lists: Vec<Vec<Vec<u8>>>,
-}
-
-impl Drop for ThreadCache {
-    /// On thread exit, hands cached buffers to the shared lists so other threads reuse them.
-    fn drop(&mut self) {
-        let Some(shared) = self.pool.upgrade() else {
-            return;
-        };
-        for (class, list) in self.lists.iter_mut().enumerate() {
-            if !list.is_empty() {
-                shared.classes[class]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .append(list);
-            }
-        }
-    }
-}
-
-thread_local! {
-    static THREAD_CACHES: RefCell<Vec<ThreadCache>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A writable buffer from a [`BufferPool`]: `capacity()` bytes of memory, of
-/// which the first `len()` are filled. Returns to its pool when dropped, or,
-/// after [`freeze`](Self::freeze), when the last [`Bytes`] of it drops.
-pub struct PooledBufMut {
-    /// Always fully initialized: `data.len()` is the capacity.
-    data: Vec<u8>,
-    filled: usize,
-    pool: Option<Arc<Shared>>,
-}
-
-impl std::fmt::Debug for PooledBufMut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBufMut")
-            .field("len", &self.filled)
-            .field("capacity", &self.data.len())
-            .finish()
-    }
-}
-
-impl PooledBufMut {
-    /// Bytes filled so far.
-    pub fn len(&self) -> usize {
-        self.filled
-    }
-
-    /// Whether nothing is filled yet.
-    pub fn is_empty(&self) -> bool {
-        self.filled == 0
-    }
-
-    /// Total bytes of memory, filled or not.
-    pub fn capacity(&self) -> usize {
-        self.data.len()
-    }
-
-    /// Bytes that can still be written.
-    pub fn remaining_mut(&self) -> usize {
-        self.data.len() - self.filled
-    }
-
-    /// The filled bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.data[..self.filled]
-    }
-
-    /// The unfilled part, to read into (for example with `read(2)`); follow
-    /// with [`commit`](Self::commit) of the bytes written.
-    pub fn spare_mut(&mut self) -> &mut [u8] {
-        &mut self.data[self.filled..]
-    }
-
-    /// Marks `n` more bytes of the spare part as filled.
-    ///
-    /// # Panics
-    /// If `n` exceeds [`remaining_mut`](Self::remaining_mut).
-    pub fn commit(&mut self, n: usize) {
-        assert!(n <= self.remaining_mut(), "commit({n}) past capacity");
-        self.filled += n;
-    }
-
-    /// Appends `src`.
-    ///
-    /// # Panics
-    /// If `src` does not fit in [`remaining_mut`](Self::remaining_mut).
-    pub fn put_slice(&mut self, src: &[u8]) {
-        let end = self.filled + src.len();
-        assert!(end <= self.data.len(), "put_slice past capacity");
-        self.data[self.filled..end].copy_from_slice(src);
-        self.filled = end;
-    }
-
-    /// Empties the buffer (keeps its memory).
-    pub fn clear(&mut self) {
-        self.filled = 0;
-    }
-
-    /// Turns the filled bytes into a [`Bytes`] without copying; the memory
-    /// returns to the pool when the last clone or slice of it drops.
-    pub fn freeze(self) -> Bytes {
-        Bytes::from_owner(self)
-    }
-}
-
-impl AsRef<[u8]> for PooledBufMut {
-    fn as_ref(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Drop for PooledBufMut {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.give_back(std::mem::take(&mut self.data));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes_round_up_to_powers_of_two() {
-        assert_eq!(class_of(0), Some(0));
-        assert_eq!(class_of(512), Some(0));
-        assert_eq!(class_of(513), Some(1));
-        assert_eq!(class_size(class_of(100_000).unwrap()), 131_072);
-        assert_eq!(class_of(MAX_CLASS_SIZE), Some(NUM_CLASSES - 1));
-        assert_eq!(class_of(MAX_CLASS_SIZE + 1), None);
-    }
-
-    #[test]
-    fn reuses_a_returned_buffer() {
-        let pool = BufferPool::new(1 << 20);
-        let mut b = pool.allocate(1000);
-        assert_eq!(b.capacity(), 1024);
-        b.put_slice(b"hello");
-        let ptr = b.as_slice().as_ptr();
-        drop(b);
-        let s = pool.stats();
-        assert_eq!((s.served_fresh, s.returned, s.bytes_held), (1, 1, 1024));
-        let b = pool.allocate(700);
-        assert_eq!(b.as_slice().as_ptr(), ptr, "same memory back");
-        assert!(b.is_empty());
-        let s = pool.stats();
-        assert_eq!((s.served_from_pool, s.bytes_held), (1, 0));
-    }
-
-    #[test]
-    fn frozen_bytes_return_on_last_drop() {
-        let pool = BufferPool::new(1 << 20);
-        let mut b = pool.allocate(64);
-        b.put_slice(&[1, 2, 3, 4]);
-        let bytes = b.freeze();
-        let tail = bytes.slice(2..);
-        drop(bytes);
-        assert_eq!(pool.stats().returned, 0, "a slice still holds it");
-        assert_eq!(&tail[..], &[3, 4]);
-        drop(tail);
-        assert_eq!(pool.stats().returned, 1);
-    }
-
-    #[test]
-    fn bound_on_held_bytes_holds() {
-        let pool = BufferPool::new(4096);
-        let bufs: Vec<_> = (0..10).map(|_| pool.allocate(1024)).collect();
-        drop(bufs);
-        let s = pool.stats();
-        assert_eq!(s.bytes_held, 4096);
-        assert_eq!((s.returned, s.released), (4, 6));
-        assert!(s.bytes_held <= s.max_held_bytes);
-    }
-
-    #[test]
-    fn oversized_buffers_are_not_pooled() {
-        let pool = BufferPool::new(usize::MAX);
-        let b = pool.allocate(MAX_CLASS_SIZE + 1);
-        assert_eq!(b.capacity(), MAX_CLASS_SIZE + 1);
-        drop(b);
-        assert_eq!(pool.stats().bytes_held, 0);
-        assert_eq!(pool.stats().served_fresh, 1);
-    }
-
-    #[test]
-    fn return_from_another_thread_is_reused() {
-        let pool = BufferPool::new(1 << 20);
-        let mut b = pool.allocate(2048);
-        b.put_slice(b"x");
-        let bytes = b.freeze();
-        std::thread::spawn(move || drop(bytes)).join().unwrap();
-        // The freeing thread exited, so its cache handed the buffer to the shared list.
-        let s = pool.stats();
-        assert_eq!((s.returned, s.bytes_held), (1, 2048));
-        let _again = pool.allocate(2048);
-        assert_eq!(pool.stats().served_from_pool, 1);
-        assert_eq!(pool.stats().bytes_held, 0);
-    }
-
-    #[test]
-    fn large_classes_skip_thread_cache() {
-        let pool = BufferPool::new(8 << 20);
-        drop(pool.allocate(1 << 20));
-        let p2 = pool.clone();
-        let served = std::thread::spawn(move || {
-            let _b = p2.allocate(1 << 20);
-            p2.stats().served_from_pool
-        })
-        .join()
-        .unwrap();
-        assert_eq!(served, 1, "a 1 MiB buffer is shared across threads at once");
+            .push_back(data);
     }
 }
