@@ -74,6 +74,7 @@ mod message_loop;
 mod outbox;
 mod promise;
 mod timeout;
+mod timer_queue;
 mod verifier;
 
 pub use address::RpcAddress;

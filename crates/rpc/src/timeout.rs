@@ -2,15 +2,13 @@
 //! (Spark's `NettyRpcEnv.timeoutScheduler`, with remove-on-cancel so that
 //! answered asks leave no entry behind).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Identifies a scheduled timeout, for [`TimeoutScheduler::cancel`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TimerKey(Instant, u64);
+pub(crate) use crate::timer_queue::TimerKey;
+use crate::timer_queue::TimerQueue;
 
 /// What a timer does when its deadline passes (`timed_out` true) or the
 /// scheduler stops first (`false`). Shared, not boxed: an ask's promise is
@@ -24,7 +22,7 @@ type Action = Arc<dyn Expire>;
 
 #[derive(Default)]
 struct State {
-    entries: BTreeMap<TimerKey, Action>,
+    entries: TimerQueue<Action>,
     stopped: bool,
     /// When the timer thread will wake by itself: `None` while it runs or
     /// waits with nothing scheduled. A new deadline after this one needs no
@@ -79,7 +77,7 @@ impl TimeoutScheduler {
 
     /// Drops a scheduled action; no effect if it already ran.
     pub(crate) fn cancel(&self, key: TimerKey) {
-        let action = self.lock().entries.remove(&key);
+        let action = self.lock().entries.cancel(key);
         drop(action);
     }
 
@@ -94,9 +92,9 @@ impl TimeoutScheduler {
         let pending = {
             let mut st = self.lock();
             st.stopped = true;
-            std::mem::take(&mut st.entries)
+            st.entries.drain()
         };
-        for (_, action) in pending {
+        for action in pending {
             action.expire(false);
         }
         self.cond.notify_all();
@@ -116,18 +114,18 @@ impl TimeoutScheduler {
             }
             let now = Instant::now();
             st.wakes_at = None;
-            match st.entries.first_key_value().map(|(k, _)| *k) {
-                Some(key) if key.0 <= now => {
-                    let action = st.entries.remove(&key).expect("present");
-                    drop(st);
-                    action.expire(true);
-                    st = self.lock();
-                }
-                Some(key) => {
-                    st.wakes_at = Some(key.0);
+            if let Some(action) = st.entries.pop_due(now) {
+                drop(st);
+                action.expire(true);
+                st = self.lock();
+                continue;
+            }
+            match st.entries.next_deadline() {
+                Some(deadline) => {
+                    st.wakes_at = Some(deadline);
                     st = self
                         .cond
-                        .wait_timeout(st, key.0 - now)
+                        .wait_timeout(st, deadline - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }

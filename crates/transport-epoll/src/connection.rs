@@ -247,7 +247,12 @@ pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<T
     Ok(client)
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, mut decoder: FrameDecoder, pool: BufferPool, guard: ConnectionGuard) {
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    mut decoder: FrameDecoder,
+    pool: BufferPool,
+    guard: ConnectionGuard,
+) {
     let client = &guard.client;
     let handler = &*guard.handler;
     let mut read_size = INITIAL_READ;

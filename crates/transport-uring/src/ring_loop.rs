@@ -74,6 +74,8 @@ pub(crate) struct EventLoop {
     pub(crate) conf: Arc<LoopConf>,
     /// Connections with frames to flush or a recv to arm, handled before the next submit.
     pub(crate) dirty: Vec<usize>,
+    /// The list `flush_dirty` works through, kept for its capacity.
+    dirty_spare: Vec<usize>,
     /// `iovec` arrays and `msghdr`s of finished sends, for the next ones.
     pub(crate) send_scratch: Vec<crate::send::SendScratch>,
     pub(crate) stopping: bool,
@@ -106,6 +108,7 @@ impl EventLoop {
             picker,
             conf,
             dirty: Vec::new(),
+            dirty_spare: Vec::new(),
             send_scratch: Vec::new(),
             stopping: false,
             wake_op: None,
@@ -270,11 +273,16 @@ impl EventLoop {
     }
 
     fn flush_dirty(&mut self) {
+        // Two lists swapped back and forth: flushing may mark more connections
+        // dirty, and neither list is reallocated once it has grown.
         while !self.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.dirty);
-            for key in dirty {
+            let mut dirty = std::mem::take(&mut self.dirty_spare);
+            std::mem::swap(&mut dirty, &mut self.dirty);
+            for &key in &dirty {
                 self.flush(key);
             }
+            dirty.clear();
+            self.dirty_spare = dirty;
         }
     }
 }
