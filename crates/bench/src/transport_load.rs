@@ -2,15 +2,14 @@
 //! `conns × inflight` request chains, each sending its next request from the
 //! previous one's response callback, on the connection's event-loop thread.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use transport::{
-    ResponseHandler, RpcResponseListener, Transport, TransportClient, TransportConf, TransportError,
-    TransportHandler,
+    RequestIdMap, ResponseHandler, RpcResponseListener, Transport, TransportClient, TransportConf,
+    TransportError, TransportHandler,
 };
 
 use crate::drive::{self, ConnChain, LoadState, Next};
@@ -56,7 +55,7 @@ struct ConnLoad {
     state: LoadState,
     /// When each outstanding request's latency started counting, by request id
     /// (capacity reserved up front: no allocation per request).
-    started: Mutex<HashMap<i64, Instant>>,
+    started: Mutex<RequestIdMap<Instant>>,
 }
 
 impl ConnChain for ConnLoad {
@@ -170,7 +169,10 @@ pub fn load(
                 client: transport.connect(addr, Arc::clone(&handler))?,
                 payload: payload.clone(),
                 state: LoadState::new(Arc::clone(&control), w, expected.clone()),
-                started: Mutex::new(HashMap::with_capacity(2 * w.inflight.max(1))),
+                started: Mutex::new(RequestIdMap::with_capacity_and_hasher(
+                    2 * w.inflight.max(1),
+                    Default::default(),
+                )),
             }))
         })
         .collect::<Result<Vec<_>, TransportError>>()?;

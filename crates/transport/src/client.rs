@@ -22,7 +22,6 @@
 //! last one dropped wakes it ([`FrameSink::wake_reader`]). The RPC layer does
 //! this when an endpoint's inbox is full and its policy is to wait.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -33,6 +32,7 @@ use bytes::Bytes;
 use crate::conf::TransportConf;
 use crate::error::TransportError;
 use crate::frame::{EncodedFrame, Frame};
+use crate::id_hash::RequestIdMap;
 use crate::transport::TransportHandler;
 
 /// Identifies a connection within one transport (like mio's `Token`).
@@ -127,7 +127,7 @@ struct Inner {
     peer_addr: SocketAddr,
     max_frame_size: u64,
     sink: Box<dyn FrameSink>,
-    outstanding: Mutex<HashMap<i64, ResponseHandler>>,
+    outstanding: Mutex<RequestIdMap<ResponseHandler>>,
     next_request_id: AtomicI64,
     /// `max_queued_bytes_per_connection`, bytes, `usize::MAX` for none.
     max_queued_bytes: usize,
@@ -179,7 +179,7 @@ impl TransportClient {
                 peer_addr,
                 max_frame_size: conf.max_frame_size,
                 sink,
-                outstanding: Mutex::new(HashMap::new()),
+                outstanding: Mutex::new(RequestIdMap::default()),
                 next_request_id: AtomicI64::new(0),
                 max_queued_bytes: conf.queued_bytes_limit(),
                 max_in_flight: conf.in_flight_requests_limit(),
@@ -297,7 +297,7 @@ impl TransportClient {
         saturating_sub(&self.inner.in_flight_requests, 1);
     }
 
-    fn outstanding(&self) -> std::sync::MutexGuard<'_, HashMap<i64, ResponseHandler>> {
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, RequestIdMap<ResponseHandler>> {
         self.inner.outstanding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
