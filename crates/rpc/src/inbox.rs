@@ -8,9 +8,10 @@
 //! handed to the endpoint as [`Msg::Remote`], a reference into that buffer.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+pub mod state;
 
 use bytes::Bytes;
 use transport::TransportClient;
@@ -22,6 +23,7 @@ use crate::envelope::Envelope;
 use crate::error::RpcError;
 use crate::message::{Msg, RpcMessage, type_fingerprint};
 use crate::message_loop::{LoopItem, LoopSender};
+use state::{MessageKind, Queued, Refused, State};
 
 /// A message's content: the value (local) or its archive in the receive buffer (remote).
 pub(crate) enum Content<M> {
@@ -52,15 +54,15 @@ pub(crate) enum InboxMessage<M, R: RpcMessage> {
     Event(SystemEvent),
 }
 
-struct State<M, R: RpcMessage> {
-    messages: VecDeque<InboxMessage<M, R>>,
-    stopped: bool,
-    /// Several threads may process at once (a concurrent endpoint, after `OnStart`, before stop).
-    concurrent: bool,
-    /// Threads processing now.
-    active: usize,
-    /// The inbox is in its loop's queue or being processed (thread-safe mode).
-    scheduled: bool,
+impl<M, R: RpcMessage> Queued for InboxMessage<M, R> {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::OnStart => MessageKind::Start,
+            Self::OnStop => MessageKind::Stop,
+            Self::OneWay { .. } | Self::Rpc { .. } => MessageKind::Message,
+            Self::Event(_) => MessageKind::Event,
+        }
+    }
 }
 
 /// Typed posting into an endpoint's inbox, used by local references.
@@ -90,7 +92,7 @@ pub(crate) trait InboxHandle: Send + Sync {
 /// One endpoint's inbox.
 pub(crate) struct Inbox<E: RpcEndpoint> {
     name: Arc<str>,
-    state: Mutex<State<E::Message, E::Reply>>,
+    state: Mutex<State<InboxMessage<E::Message, E::Reply>>>,
     endpoint: Mutex<E>,
     /// `Some` for a concurrent endpoint: how each processing thread gets its own copy.
     cloner: Option<fn(&E) -> E>,
@@ -118,13 +120,7 @@ impl<E: RpcEndpoint> Inbox<E> {
     ) -> Arc<Self> {
         let inbox = Arc::new_cyclic(|me| Self {
             name,
-            state: Mutex::new(State {
-                messages: VecDeque::from([InboxMessage::OnStart]),
-                stopped: false,
-                concurrent: false,
-                active: 0,
-                scheduled: true,
-            }),
+            state: Mutex::new(State::new(InboxMessage::OnStart)),
             endpoint: Mutex::new(endpoint),
             cloner,
             scheduler,
@@ -144,35 +140,23 @@ impl<E: RpcEndpoint> Inbox<E> {
     }
 
     fn enqueue(&self, msg: InboxMessage<E::Message, E::Reply>) -> Result<(), RpcError> {
-        let mut st = lock(&self.state);
-        let refusable = matches!(msg, InboxMessage::OneWay { .. } | InboxMessage::Rpc { .. });
-        let refused = if st.stopped {
-            Some(RpcError::EndpointStopped {
+        let (refused, msg) = match state::enqueue(&self.state, msg, self.capacity, || self.schedule()) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused,
+        };
+        // The caller answers the ask with the error; the context must not answer it first.
+        if let InboxMessage::Rpc { ctx, .. } = msg {
+            ctx.disarm();
+        }
+        Err(match refused {
+            Refused::Stopped => RpcError::EndpointStopped {
                 name: self.name.to_string(),
-            })
-        } else if refusable && st.messages.len() >= self.capacity {
-            Some(RpcError::InboxFull {
+            },
+            Refused::Full => RpcError::InboxFull {
                 endpoint: self.name.to_string(),
                 capacity: self.capacity,
-            })
-        } else {
-            None
-        };
-        if let Some(error) = refused {
-            drop(st);
-            // The caller answers the ask with `error`; the context must not answer it first.
-            if let InboxMessage::Rpc { ctx, .. } = msg {
-                ctx.disarm();
-            }
-            return Err(error);
-        }
-        st.messages.push_back(msg);
-        let schedule = st.concurrent || !std::mem::replace(&mut st.scheduled, true);
-        drop(st);
-        if schedule {
-            self.schedule();
-        }
-        Ok(())
+            },
+        })
     }
 
     fn handle(&self, msg: InboxMessage<E::Message, E::Reply>, own: &mut Option<E>) {
@@ -281,67 +265,19 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
     }
 
     fn process(&self) {
-        let mut st = lock(&self.state);
-        if !st.concurrent && st.active != 0 {
-            return;
-        }
-        let Some(mut msg) = st.messages.pop_front() else {
-            st.scheduled = false;
-            return;
-        };
-        st.active += 1;
-        let concurrent = st.concurrent;
-        drop(st);
-        let mut own = match (concurrent, self.cloner) {
+        let own = |concurrent| match (concurrent, self.cloner) {
             (true, Some(clone)) => Some(clone(&lock(&self.endpoint))),
             _ => None,
         };
-        loop {
-            let stop = matches!(msg, InboxMessage::OnStop);
-            let start = matches!(msg, InboxMessage::OnStart);
-            self.handle(msg, &mut own);
-            let mut st = lock(&self.state);
-            if start && self.cloner.is_some() && !st.stopped {
-                st.concurrent = true;
-            }
-            if stop {
-                st.active -= 1;
-                st.scheduled = false;
-                drop(st);
-                if self.dedicated {
-                    let _ = self.scheduler.send(LoopItem::PoisonPill);
-                }
-                return;
-            }
-            if !st.concurrent && st.active != 1 {
-                // Stopping a concurrent endpoint: the last thread left processes the rest.
-                st.active -= 1;
-                return;
-            }
-            match st.messages.pop_front() {
-                Some(m) => msg = m,
-                None => {
-                    st.active -= 1;
-                    st.scheduled = false;
-                    return;
-                }
-            }
+        let stopped = state::process(&self.state, self.cloner.is_some(), own, |own, msg| {
+            self.handle(msg, own)
+        });
+        if stopped && self.dedicated {
+            let _ = self.scheduler.send(LoopItem::PoisonPill);
         }
     }
 
     fn stop(&self) -> bool {
-        let mut st = lock(&self.state);
-        if st.stopped {
-            return false;
-        }
-        st.stopped = true;
-        st.concurrent = false;
-        st.messages.push_back(InboxMessage::OnStop);
-        let schedule = !std::mem::replace(&mut st.scheduled, true);
-        drop(st);
-        if schedule {
-            self.schedule();
-        }
-        true
+        state::stop(&self.state, InboxMessage::OnStop, || self.schedule())
     }
 }
