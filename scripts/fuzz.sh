@@ -71,9 +71,10 @@ for target in "${targets[@]}"; do
     status=CRASH
     failed=1
   fi
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1)
+  # A crash during the corpus load prints no stats: these may all be empty.
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+  cov=$( (grep -Eo 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" || true) | tail -1)
   echo "   $target: $status, ${execs:-?} execs in $(($(now) - t)) s (${rate:-?}/s), $cov"
   if [ "$status" = CRASH ]; then
     kept="${TMPDIR:-/tmp}/fuzz-$target-$(date +%Y%m%d-%H%M%S).log"
