@@ -2,7 +2,8 @@
 # Runs every check and test of the project: formatting, lints and docs (warnings
 # are errors), the unit, property, conformance and integration suites of every
 # crate on both IO backends (epoll and io_uring), the doc examples, and the
-# runnable examples. Exits non-zero on the first failure.
+# runnable examples, and (when CI=true or FUZZ_SECONDS is set) a short fuzzing
+# run of each fuzz target (docs/HARDENING.md). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +17,7 @@ echo "== cargo test (workspace)"
 cargo test --workspace
 echo "== examples"
 cargo run --quiet -p rpc --example ping_pong
+if [ "${CI:-}" = true ] || [ -n "${FUZZ_SECONDS:-}" ]; then
+  echo "== fuzzing, ${FUZZ_SECONDS:-30} s per target (scripts/fuzz.sh)"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+fi

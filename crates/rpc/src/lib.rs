@@ -65,6 +65,9 @@ mod endpoint_ref;
 mod env;
 mod envelope;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod inbox;
 mod inbox_limits;
