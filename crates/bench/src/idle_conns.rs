@@ -170,8 +170,11 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `exe serve --level transport --io-mode MODE --stats-stdin` and reads its address.
-    fn start(exe: &Path, mode: IoMode) -> Result<(Self, SocketAddr), BenchError> {
+    /// Starts `exe serve --level transport --io-mode MODE --stats-stdin
+    /// --max-connections N` (N above what the run opens, which may pass the
+    /// transport's default limit of 10,000) and reads its address.
+    fn start(exe: &Path, mode: IoMode, max_connections: usize) -> Result<(Self, SocketAddr), BenchError> {
+        let max_connections = max_connections.to_string();
         let mut child = Command::new(exe)
             .args([
                 "serve",
@@ -180,6 +183,8 @@ impl Server {
                 "--stats-stdin",
                 "--io-mode",
                 mode.as_str(),
+                "--max-connections",
+                &max_connections,
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -356,7 +361,7 @@ pub fn run(exe: &Path, mode: IoMode, connections: usize, env: &Environment) -> R
              hard limit is {soft}; raise it (`ulimit -Hn`, as root) or ask for fewer connections"
         )));
     }
-    let (mut server, addr) = Server::start(exe, mode)?;
+    let (mut server, addr) = Server::start(exe, mode, connections + WARMUP_CONNECTIONS + 64)?;
     let result = measure(&mut server, addr, mode, connections, env);
     server.stop();
     result

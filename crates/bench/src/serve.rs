@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// `rpc-bench idle-conns` reads.
     #[arg(long)]
     pub stats_stdin: bool,
+    /// Connections the server keeps open at once (`max_connections`; 0 = no
+    /// limit) [default: the transport's, 10000, or the --config file's].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
 }
 
 /// What `serve --stats-stdin` prints after `STATS ` for each `stats` line: the transport
@@ -225,6 +229,9 @@ pub fn serve(args: &ServeArgs) -> Result<ServeReport, BenchError> {
     let bind: SocketAddr = resolve(&args.bind)?;
     let largest = args.response.unwrap_or(0).max(MAX_ECHO_BODY);
     let mut conf = side_conf(args.config.as_deref(), args.io_mode, args.server_threads, largest)?;
+    if let Some(n) = args.max_connections {
+        conf.transport.max_connections = n;
+    }
     // As Netty servers are run: as many connections as the hard limit allows.
     if let Err(error) = crate::fd_limit::raise_to_hard() {
         tracing::warn!(%error, "serve could not raise its open-file limit");

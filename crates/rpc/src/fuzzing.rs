@@ -10,7 +10,6 @@
 
 use bytes::Bytes;
 
-
 use crate::address::RpcAddress;
 use crate::envelope;
 use crate::error::RpcError;

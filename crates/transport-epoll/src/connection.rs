@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
@@ -372,9 +372,15 @@ async fn write_loop(
             continue;
         }
         while !queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); IOV_PER_WRITE];
-            let n = queue.io_slices(&mut slices);
-            match wr.write_vectored(&slices[..n]).await {
+            // The slices are built inside each poll, on the thread's stack: held
+            // across the await they would make every connection's writer
+            // future IOV_PER_WRITE * 16 bytes larger, idle or not.
+            let write = std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); IOV_PER_WRITE];
+                let n = queue.io_slices(&mut slices);
+                std::pin::Pin::new(&mut wr).poll_write_vectored(cx, &slices[..n])
+            });
+            match write.await {
                 Ok(0) => {
                     fail(&client, &*handler, std::io::ErrorKind::WriteZero.into());
                     return;
