@@ -10,7 +10,6 @@
 
 use bytes::Bytes;
 
-
 use crate::address::RpcAddress;
 use crate::envelope;
 use crate::error::RpcError;
@@ -65,3 +64,8 @@ pub fn encode_envelope<M: RpcMessage>(
 pub fn fingerprint_of<T>() -> u64 {
     type_fingerprint::<T>()
 }
+
+/// The Inbox's scheduling state machine, generic over its lock, for the loom
+/// model check `tests/loom_inbox.rs` (feature `loom`, docs/HARDENING.md).
+#[cfg(feature = "loom")]
+pub use crate::inbox::state as inbox_state;
