@@ -1,7 +1,7 @@
 //! The Inbox's scheduling state machine (Spark's `Inbox` fields `messages`,
 //! `stopped`, `enableConcurrent`, `numActiveThreads`, plus our `scheduled`
 //! and `queued`) and the three operations on it, written once for any lock
-//! so that the real [`Inbox`](super::Inbox) runs them over a
+//! so that the real `Inbox` runs them over a
 //! `std::sync::Mutex` and the loom model check (`tests/loom_inbox.rs`, cargo
 //! feature `loom`) over loom's, under every interleaving.
 //!
@@ -117,7 +117,7 @@ impl<Q: Queue> State<Q> {
 }
 
 /// Read-only views for the model check and unit tests.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(any(test, feature = "loom"))]
 impl<Q> State<Q> {
     /// Whether the inbox is scheduled or being processed (thread-safe mode).
     pub fn is_scheduled(&self) -> bool {
