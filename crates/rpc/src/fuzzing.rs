@@ -64,3 +64,8 @@ pub fn encode_envelope<M: RpcMessage>(
 pub fn fingerprint_of<T>() -> u64 {
     type_fingerprint::<T>()
 }
+
+/// The Inbox's scheduling state machine, generic over its lock, for the loom
+/// model check `tests/loom_inbox.rs` (feature `loom`, docs/HARDENING.md).
+#[cfg(feature = "loom")]
+pub use crate::inbox::state as inbox_state;

@@ -10,6 +10,12 @@
 //! A full inbox (see [`InboxQueue`]) refuses a message or holds its sender
 //! back, as its [`InboxFullPolicy`] says: a local sender waits on the inbox's
 //! condvar, a connection stops being read.
+//!
+//! The scheduling rules themselves (when to queue the inbox on its loop, who
+//! processes what, stop) live in [`state`], generic over the lock, so that
+//! the loom model check (`tests/loom_inbox.rs`) checks the code that runs here.
+
+pub mod state;
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -29,6 +35,7 @@ use crate::inbox_limits::{InboxFullPolicy, InboxLimits, InboxStats};
 use crate::inbox_queue::{InboxQueue, ProcessingMark, is_processing};
 use crate::message::{Msg, RpcMessage, type_fingerprint};
 use crate::message_loop::{LoopItem, LoopSender};
+use state::{MessageKind, Queue, Queued, Refused};
 
 /// A message's content: the value (local) or its archive in the receive buffer (remote).
 pub(crate) enum Content<M> {
@@ -59,18 +66,32 @@ pub(crate) enum InboxMessage<M, R: RpcMessage> {
     Event(SystemEvent),
 }
 
-struct State<M, R: RpcMessage> {
-    messages: InboxQueue<InboxMessage<M, R>>,
-    stopped: bool,
-    /// Several threads may process at once (a concurrent endpoint, after `OnStart`, before stop).
-    concurrent: bool,
-    /// Threads processing now.
-    active: usize,
-    /// The inbox is in its loop's queue or being processed (thread-safe mode).
-    scheduled: bool,
-    /// Items for this inbox in its loop's queue, not yet taken by a thread.
-    queued: usize,
+impl<M, R: RpcMessage> Queued for InboxMessage<M, R> {
+    fn kind(&self) -> MessageKind {
+        match self {
+            InboxMessage::OnStart => MessageKind::Start,
+            InboxMessage::OnStop => MessageKind::Stop,
+            InboxMessage::OneWay { .. } | InboxMessage::Rpc { .. } => MessageKind::Message,
+            InboxMessage::Event(_) => MessageKind::Event,
+        }
+    }
 }
+
+impl<T: Queued> Queue for InboxQueue<T> {
+    type Item = T;
+    fn push_back(&mut self, item: T) {
+        InboxQueue::push_back(self, item);
+    }
+    fn pop_front(&mut self) -> Option<T> {
+        InboxQueue::pop_front(self)
+    }
+    fn is_full(&self) -> bool {
+        InboxQueue::is_full(self)
+    }
+}
+
+/// An inbox's queue and scheduling flags (see [`state`]).
+type State<M, R> = state::State<InboxQueue<InboxMessage<M, R>>>;
 
 /// Typed posting into an endpoint's inbox, used by local references.
 pub(crate) trait LocalTarget<M, R: RpcMessage>: Send + Sync {
@@ -176,18 +197,11 @@ impl<E: RpcEndpoint> Inbox<E> {
         let room = Arc::new(Condvar::new());
         let inbox = Arc::new_cyclic(|me| Self {
             name,
-            state: Mutex::new(State {
-                messages: InboxQueue::new(
-                    VecDeque::from([InboxMessage::OnStart]),
-                    limits.capacity,
-                    room.clone(),
-                ),
-                stopped: false,
-                concurrent: false,
-                active: 0,
-                scheduled: true,
-                queued: 1,
-            }),
+            state: Mutex::new(State::new(InboxQueue::new(
+                VecDeque::from([InboxMessage::OnStart]),
+                limits.capacity,
+                room.clone(),
+            ))),
             endpoint: Mutex::new(endpoint),
             cloner,
             scheduler,
@@ -220,55 +234,50 @@ impl<E: RpcEndpoint> Inbox<E> {
     }
 
     fn enqueue(&self, msg: InboxMessage<E::Message, E::Reply>, origin: Origin) -> Result<(), RpcError> {
-        let mut st = lock(&self.state);
-        let refusable = matches!(msg, InboxMessage::OneWay { .. } | InboxMessage::Rpc { .. });
-        let mut refused = None;
-        if refusable && !st.stopped && st.messages.is_full() {
-            refused = match (self.limits.when_full, origin, connection_of(&msg)) {
-                (InboxFullPolicy::Wait, Origin::Network, Some(connection)) => {
-                    st.messages.hold(connection.pause_reading());
-                    None
+        let when_full = |st, msg: &_| self.when_full(st, msg, origin);
+        match state::enqueue(&self.state, msg, self.parallelism, when_full, || self.schedule()) {
+            Ok(()) => Ok(()),
+            Err((why, msg)) => {
+                // The caller answers the ask with the error; the context must not answer it first.
+                if let InboxMessage::Rpc { ctx, .. } = msg {
+                    ctx.disarm();
                 }
-                (InboxFullPolicy::Wait, Origin::Local, _) => {
-                    let waited;
-                    (st, waited) = self.wait_for_room(st);
-                    waited.err()
-                }
-                // Fail; or a network message with no connection to pause (none such today).
-                _ => Some(RpcError::InboxFull {
+                Err(match why {
+                    Refused::Full(error) => error,
+                    Refused::Stopped => RpcError::EndpointStopped {
+                        name: self.name.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The full-queue policy: holds back (pausing the connection, or waiting
+    /// for room) or refuses `msg`, which arrived while the queue was full.
+    fn when_full<'a>(
+        &'a self,
+        mut st: StateGuard<'a, E>,
+        msg: &InboxMessage<E::Message, E::Reply>,
+        origin: Origin,
+    ) -> (StateGuard<'a, E>, Option<RpcError>) {
+        match (self.limits.when_full, origin, connection_of(msg)) {
+            (InboxFullPolicy::Wait, Origin::Network, Some(connection)) => {
+                st.queue_mut().hold(connection.pause_reading());
+                (st, None)
+            }
+            (InboxFullPolicy::Wait, Origin::Local, _) => {
+                let (st, waited) = self.wait_for_room(st);
+                (st, waited.err())
+            }
+            // Fail; or a network message with no connection to pause (none such today).
+            _ => (
+                st,
+                Some(RpcError::InboxFull {
                     endpoint: self.name.to_string(),
                     capacity: self.limits.capacity,
                 }),
-            };
+            ),
         }
-        if st.stopped {
-            refused = Some(RpcError::EndpointStopped {
-                name: self.name.to_string(),
-            });
-        }
-        if let Some(error) = refused {
-            drop(st);
-            // The caller answers the ask with `error`; the context must not answer it first.
-            if let InboxMessage::Rpc { ctx, .. } = msg {
-                ctx.disarm();
-            }
-            return Err(error);
-        }
-        st.messages.push_back(msg);
-        let schedule = if st.concurrent {
-            // Threads already processing, or queued to, will take this message.
-            st.queued + st.active < self.parallelism
-        } else {
-            !std::mem::replace(&mut st.scheduled, true)
-        };
-        if schedule {
-            st.queued += 1;
-        }
-        drop(st);
-        if schedule {
-            self.schedule();
-        }
-        Ok(())
     }
 
     /// Blocks a local sender until the inbox is below capacity or stopped, for
@@ -284,9 +293,9 @@ impl<E: RpcEndpoint> Inbox<E> {
         }
         let started = Instant::now();
         let deadline = started + self.limits.wait_timeout;
-        st.messages.waiting += 1;
+        st.queue_mut().waiting += 1;
         let result = loop {
-            if st.stopped || !st.messages.is_full() {
+            if st.is_stopped() || !st.queue().is_full() {
                 break Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -302,7 +311,7 @@ impl<E: RpcEndpoint> Inbox<E> {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         };
-        st.messages.waiting -= 1;
+        st.queue_mut().waiting -= 1;
         (st, result)
     }
 
@@ -344,16 +353,11 @@ impl<E: RpcEndpoint> Inbox<E> {
     }
 
     /// `on_start` panicked: the endpoint never started, so it stops now. Every
-    /// message queued for it is refused (an ask fails with
-    /// [`RpcError::EndpointStopped`]), later ones are refused at the door, and
+    /// message that was queued for it (`queued`, taken out by
+    /// [`state::process`], which also refuses later ones at the door) is
+    /// refused (an ask fails with [`RpcError::EndpointStopped`]), and
     /// `on_stop` runs; no other endpoint is affected.
-    fn fail_start(&self, own: &mut Option<E>) {
-        let queued: Vec<_> = {
-            let mut st = lock(&self.state);
-            st.stopped = true;
-            st.concurrent = false;
-            std::iter::from_fn(|| st.messages.pop_front()).collect()
-        };
+    fn fail_start(&self, own: &mut Option<E>, queued: Vec<InboxMessage<E::Message, E::Reply>>) {
         tracing::error!(
             endpoint = %self.name,
             refused = queued.len(),
@@ -453,87 +457,27 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
     }
 
     fn process(&self) {
-        let mut st = lock(&self.state);
-        st.queued = st.queued.saturating_sub(1);
-        if !st.concurrent && st.active != 0 {
-            return;
-        }
-        let Some(mut msg) = st.messages.pop_front() else {
-            st.scheduled = false;
-            return;
-        };
-        st.active += 1;
-        let concurrent = st.concurrent;
-        drop(st);
-        let mut own = match (concurrent, self.cloner) {
-            (true, Some(clone)) => Some(clone(&lock(&self.endpoint))),
-            _ => None,
-        };
-        loop {
-            let stop = matches!(msg, InboxMessage::OnStop);
-            let start = matches!(msg, InboxMessage::OnStart);
-            let panicked = self.handle(msg, &mut own);
-            if start && panicked {
-                self.fail_start(&mut own);
-                let mut st = lock(&self.state);
-                st.active -= 1;
-                st.scheduled = false;
-                drop(st);
-                if self.dedicated {
-                    let _ = self.scheduler.send(LoopItem::PoisonPill);
-                }
-                return;
-            }
-            let mut st = lock(&self.state);
-            if start && self.cloner.is_some() && !st.stopped {
-                st.concurrent = true;
-            }
-            if stop {
-                st.active -= 1;
-                st.scheduled = false;
-                drop(st);
-                if self.dedicated {
-                    let _ = self.scheduler.send(LoopItem::PoisonPill);
-                }
-                return;
-            }
-            if !st.concurrent && st.active != 1 {
-                // Stopping a concurrent endpoint: the last thread left processes the rest.
-                st.active -= 1;
-                return;
-            }
-            match st.messages.pop_front() {
-                Some(m) => msg = m,
-                None => {
-                    st.active -= 1;
-                    st.scheduled = false;
-                    return;
-                }
-            }
+        let ended = state::process(
+            &self.state,
+            self.cloner.is_some(),
+            |concurrent| match (concurrent, self.cloner) {
+                (true, Some(clone)) => Some(clone(&lock(&self.endpoint))),
+                _ => None,
+            },
+            |own, msg| self.handle(msg, own),
+            |own, queued| self.fail_start(own, queued),
+        );
+        if ended && self.dedicated {
+            let _ = self.scheduler.send(LoopItem::PoisonPill);
         }
     }
 
     fn stop(&self) -> bool {
-        let mut st = lock(&self.state);
-        if st.stopped {
-            return false;
-        }
-        st.stopped = true;
-        st.concurrent = false;
-        st.messages.push_back(InboxMessage::OnStop);
-        let schedule = !std::mem::replace(&mut st.scheduled, true);
-        if schedule {
-            st.queued += 1;
-        }
-        drop(st);
-        if schedule {
-            self.schedule();
-        }
-        true
+        state::stop(&self.state, InboxMessage::OnStop, || self.schedule())
     }
 
     fn stats(&self) -> InboxStats {
-        lock(&self.state).messages.stats(self.limits.when_full)
+        lock(&self.state).queue().stats(self.limits.when_full)
     }
 }
 
