@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
-use transport::{ConnectionId, TransportClient, TransportError, TransportHandler};
+use transport::{ConnectionId, TransportClient, TransportError, TransportHandler, is_power_of_ten};
 
 use crate::address::RpcAddress;
 use crate::context::RpcSender;
@@ -16,14 +16,6 @@ use crate::env::EnvInner;
 use crate::envelope;
 use crate::error::RpcError;
 use crate::inbox::SystemEvent;
-
-/// 1, 10, 100, ...
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n.is_multiple_of(10) {
-        n /= 10;
-    }
-    n == 1
-}
 
 pub(crate) struct RpcHandler {
     pub(crate) env: OnceLock<Weak<EnvInner>>,

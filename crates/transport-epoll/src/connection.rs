@@ -42,7 +42,7 @@ use transport::{
     TransportClient, TransportConf, TransportError, TransportHandler, WriteQueue,
 };
 
-use crate::server::ConnectionPermit;
+use transport::ConnectionPermit;
 
 /// Smallest and largest read buffer, in bytes.
 const MIN_READ: usize = 2 << 10;

@@ -55,7 +55,8 @@ use transport::{
 
 use crate::connection::ConnectionParams;
 use crate::event_loop::EventLoopGroup;
-use crate::server::{ConnectionPermit, EpollServer, ServerHandle};
+use crate::server::{EpollServer, ServerHandle};
+use transport::ConnectionPermit;
 
 /// How long `connect` waits past the connect timeout for the event loop to answer.
 const CONNECT_GRACE: Duration = Duration::from_secs(5);
@@ -203,7 +204,7 @@ impl Transport for EpollTransport {
         let serve = move |id: ConnectionId, stream: TcpStream| {
             let Some(permit) = ConnectionPermit::try_take(&open, limit) else {
                 // Dropping the stream closes it at once.
-                return server::log_refused(&refused, stream.peer_addr().ok(), limit);
+                return transport::log_refused_connection(&refused, stream.peer_addr().ok(), limit);
             };
             let std_stream = match stream.into_std() {
                 Ok(s) => s,

@@ -42,8 +42,8 @@ use transport::{
 
 use crate::ops::{Completion, Op};
 use crate::ring_loop::{Adopt, EventLoop};
-use crate::server::ConnectionPermit;
 use crate::sink::{SinkHandle, SinkShared};
+use transport::ConnectionPermit;
 
 /// Everything a new connection needs; built by the server or the connector.
 pub(crate) struct ConnectionParams {

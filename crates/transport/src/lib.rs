@@ -46,6 +46,7 @@ pub mod auth;
 mod client;
 mod client_factory;
 mod conf;
+mod connection_limit;
 mod decoder;
 mod error;
 mod frame;
@@ -66,6 +67,7 @@ pub use client::{
 };
 pub use client_factory::TransportClientFactory;
 pub use conf::{ConfError, ENV_PREFIX, IoMode, KEYS as CONF_KEYS, TransportConf};
+pub use connection_limit::{ConnectionPermit, is_power_of_ten, log_refused_connection};
 pub use decoder::FrameDecoder;
 pub use error::{DecodeError, TransportError};
 pub use frame::{EncodedFrame, Frame, FrameSizeError};
