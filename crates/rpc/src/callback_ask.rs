@@ -18,12 +18,12 @@ use transport::{RpcResponseListener, TransportError};
 use crate::error::RpcError;
 use crate::message::{Msg, RpcMessage};
 use crate::promise::{AskOrigin, Complete, reply_error};
-use crate::timeout::{Expire, TimeoutScheduler, TimerKey};
+use crate::timeout::{ArmedTimer, Expire, TimeoutScheduler};
 
 /// One ask's state, shared by the transport, the timer and a local endpoint.
 pub(crate) struct CallbackAsk<R, F> {
     on_reply: Mutex<Option<F>>,
-    timer: Mutex<Option<(Arc<TimeoutScheduler>, TimerKey)>>,
+    timer: ArmedTimer,
     origin: AskOrigin,
     _reply: PhantomData<fn(R)>,
 }
@@ -37,7 +37,7 @@ where
     pub(crate) fn new(origin: AskOrigin, on_reply: F) -> Arc<Self> {
         Arc::new(Self {
             on_reply: Mutex::new(Some(on_reply)),
-            timer: Mutex::new(None),
+            timer: ArmedTimer::default(),
             origin,
             _reply: PhantomData,
         })
@@ -46,24 +46,16 @@ where
     /// Fails the ask at `deadline` unless it is answered before.
     pub(crate) fn arm_timeout(self: &Arc<Self>, sched: &Arc<TimeoutScheduler>, deadline: Instant) {
         let action: Arc<dyn Expire> = self.clone();
-        let key = sched.schedule(deadline, action);
-        let mut timer = self.timer.lock().unwrap_or_else(|e| e.into_inner());
-        if self.on_reply.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            *timer = Some((sched.clone(), key));
-        } else {
-            // Answered while arming.
-            sched.cancel(key);
-        }
+        self.timer.arm(sched, deadline, action, || {
+            self.on_reply.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        });
     }
 
     /// The callback, once: whoever takes it answers the ask. Cancels the timer.
     fn take(&self) -> Option<F> {
         let f = self.on_reply.lock().unwrap_or_else(|e| e.into_inner()).take();
         if f.is_some() {
-            let timer = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some((sched, key)) = timer {
-                sched.cancel(key);
-            }
+            self.timer.cancel();
         }
         f
     }
@@ -86,16 +78,7 @@ where
     F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
 {
     fn expire(&self, timed_out: bool) {
-        let error = if timed_out {
-            RpcError::AskTimeout {
-                endpoint: self.origin.endpoint.to_string(),
-                timeout: self.origin.timeout,
-                timeout_ms: self.origin.timeout.as_millis() as u64,
-            }
-        } else {
-            RpcError::EnvStopped
-        };
-        self.answer(Err(error));
+        self.answer(Err(self.origin.expiry_error(timed_out)));
     }
 }
 

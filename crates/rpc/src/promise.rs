@@ -13,7 +13,7 @@ use transport::{RpcResponseListener, TransportError};
 
 use crate::error::RpcError;
 use crate::message::RpcMessage;
-use crate::timeout::{Expire, TimeoutScheduler, TimerKey};
+use crate::timeout::{ArmedTimer, Expire, TimeoutScheduler};
 
 /// A callback registered with [`AskFuture::on_complete`].
 type Callback<T> = Box<dyn FnOnce(Result<T, RpcError>) + Send>;
@@ -46,6 +46,23 @@ impl<T: Send> Complete<T> for Shared<T> {
     }
 }
 
+impl AskOrigin {
+    /// What an ask to this origin fails with when its timer fires
+    /// (`timed_out`: [`RpcError::AskTimeout`]) or the scheduler stops first
+    /// ([`RpcError::EnvStopped`]).
+    pub(crate) fn expiry_error(&self, timed_out: bool) -> RpcError {
+        if timed_out {
+            RpcError::AskTimeout {
+                endpoint: self.endpoint.to_string(),
+                timeout: self.timeout,
+                timeout_ms: self.timeout.as_millis() as u64,
+            }
+        } else {
+            RpcError::EnvStopped
+        }
+    }
+}
+
 /// Where an ask went, kept in its promise for the errors it may end with.
 pub(crate) struct AskOrigin {
     /// The endpoint asked, for the timeout error.
@@ -59,7 +76,7 @@ pub(crate) struct AskOrigin {
 pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
     cond: Condvar,
-    timer: Mutex<Option<(Arc<TimeoutScheduler>, TimerKey)>>,
+    timer: ArmedTimer,
     origin: Option<AskOrigin>,
 }
 
@@ -103,22 +120,15 @@ impl<T> Shared<T> {
     }
 
     fn cancel_timer(&self) {
-        let timer = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((sched, key)) = timer {
-            sched.cancel(key);
-        }
+        self.timer.cancel();
     }
 }
 
 impl<T: Send + 'static> Expire for Shared<T> {
     fn expire(&self, timed_out: bool) {
-        let error = match (&self.origin, timed_out) {
-            (Some(o), true) => RpcError::AskTimeout {
-                endpoint: o.endpoint.to_string(),
-                timeout: o.timeout,
-                timeout_ms: o.timeout.as_millis() as u64,
-            },
-            _ => RpcError::EnvStopped,
+        let error = match &self.origin {
+            Some(o) => o.expiry_error(timed_out),
+            None => RpcError::EnvStopped,
         };
         self.complete(Err(error));
     }
@@ -168,17 +178,12 @@ impl<T> Completer<T> {
         T: Send + 'static,
     {
         let action: Arc<dyn Expire> = self.0.clone();
-        let key = sched.schedule(deadline, action);
-        let mut timer = self.0.timer.lock().unwrap_or_else(|e| e.into_inner());
-        // Completed while arming: cancel right away.
-        if matches!(
-            *self.0.state.lock().unwrap_or_else(|e| e.into_inner()),
-            State::Pending(_)
-        ) {
-            *timer = Some((sched.clone(), key));
-        } else {
-            sched.cancel(key);
-        }
+        self.0.timer.arm(sched, deadline, action, || {
+            matches!(
+                *self.0.state.lock().unwrap_or_else(|e| e.into_inner()),
+                State::Pending(_)
+            )
+        });
     }
 
     /// The promise as the slot a local endpoint's reply fills: no allocation.
@@ -225,7 +230,7 @@ fn pending_with<T>(origin: Option<AskOrigin>) -> (Completer<T>, AskFuture<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::Pending(None)),
         cond: Condvar::new(),
-        timer: Mutex::new(None),
+        timer: ArmedTimer::default(),
         origin,
     });
     (Completer(shared.clone()), AskFuture(shared))

@@ -20,6 +20,42 @@ pub(crate) trait Expire: Send + Sync {
 
 type Action = Arc<dyn Expire>;
 
+/// One ask's timer once armed: what cancelling it needs. Both kinds of ask
+/// (`AskFuture`'s promise and `ask_with`'s callback) keep one.
+#[derive(Default)]
+pub(crate) struct ArmedTimer(Mutex<Option<(Arc<TimeoutScheduler>, TimerKey)>>);
+
+impl ArmedTimer {
+    /// Schedules `action` at `deadline` and keeps its key, or cancels it at
+    /// once if `still_pending()` says the ask was answered while arming.
+    /// `still_pending` runs with this timer locked, so an answer that lands
+    /// during arming either sees the key (and [`cancel`](Self::cancel)s it)
+    /// or is seen by `still_pending`.
+    pub(crate) fn arm(
+        &self,
+        sched: &Arc<TimeoutScheduler>,
+        deadline: Instant,
+        action: Action,
+        still_pending: impl FnOnce() -> bool,
+    ) {
+        let key = sched.schedule(deadline, action);
+        let mut timer = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if still_pending() {
+            *timer = Some((sched.clone(), key));
+        } else {
+            sched.cancel(key);
+        }
+    }
+
+    /// Cancels the timer if it is armed; no effect otherwise.
+    pub(crate) fn cancel(&self) {
+        let timer = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((sched, key)) = timer {
+            sched.cancel(key);
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     entries: TimerQueue<Action>,
