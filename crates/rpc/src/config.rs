@@ -11,6 +11,7 @@
 //! | `ask_timeout_ms` | `RPC_ASK_TIMEOUT_MS` | 120000 | `spark.rpc.askTimeout` |
 //! | `inbox_capacity` | `RPC_INBOX_CAPACITY` | 1000000 | (unbounded in Spark) |
 //! | `inbox_full_policy` | `RPC_INBOX_FULL_POLICY` | `fail` (or `wait`) | (unbounded in Spark) |
+//! | `handover_timeout_ms` | `RPC_HANDOVER_TIMEOUT_MS` | 5000 | (none: Spark may reorder across a reconnect) |
 //!
 //! The two inbox keys are defaults for every endpoint; one endpoint can have
 //! its own at setup ([`EndpointOptions`](crate::EndpointOptions)).
@@ -55,11 +56,18 @@ pub struct RpcEnvConfig {
     /// there is room). An endpoint set up with
     /// [`EndpointOptions::when_full`](crate::EndpointOptions::when_full) has its own.
     pub inbox_full_policy: InboxFullPolicy,
+    /// How long, in milliseconds, a sender's new connection may wait for its
+    /// previous one to close before that one is closed by force (at least 1).
+    /// A reconnected sender's messages are held until everything its previous
+    /// connection delivered was dispatched, so that its order holds across
+    /// reconnects; this bounds the wait when the old connection's close was
+    /// lost on the network (a half-open connection).
+    pub handover_timeout_ms: u64,
     /// The transport below, and its IO mode.
     pub transport: TransportConf,
 }
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "name",
     "bind_address",
     "advertise_host",
@@ -67,6 +75,7 @@ const KEYS: [&str; 7] = [
     "ask_timeout_ms",
     "inbox_capacity",
     "inbox_full_policy",
+    "handover_timeout_ms",
 ];
 
 /// The default [`RpcEnvConfig::inbox_capacity`].
@@ -82,6 +91,7 @@ impl Default for RpcEnvConfig {
             ask_timeout_ms: 120_000,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             inbox_full_policy: InboxFullPolicy::Fail,
+            handover_timeout_ms: crate::handover::DEFAULT_HANDOVER_TIMEOUT_MS,
             transport: TransportConf::default(),
         }
     }
@@ -152,6 +162,13 @@ impl RpcEnvConfig {
             }
             "ask_timeout_ms" => {
                 self.ask_timeout_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| invalid(key, value, "milliseconds, >= 1"))?
+            }
+            "handover_timeout_ms" => {
+                self.handover_timeout_ms = value
                     .parse()
                     .ok()
                     .filter(|v| *v > 0)
@@ -290,6 +307,10 @@ mod tests {
         let mut c = RpcEnvConfig::default();
         c.apply_env_vars([("RPC_INBOX_CAPACITY", "10")]).unwrap();
         assert_eq!(c.inbox_capacity, 10);
+        let e = RpcEnvConfig::from_toml_str("[rpc]\nhandover_timeout_ms = 0\n").unwrap_err();
+        assert!(e.to_string().contains("handover_timeout_ms"), "{e}");
+        c.apply_env_vars([("RPC_HANDOVER_TIMEOUT_MS", "250")]).unwrap();
+        assert_eq!(c.handover_timeout_ms, 250);
     }
 
     #[test]

@@ -141,12 +141,14 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// destination turns out unreachable is logged, as Spark does.
     ///
     /// # Delivery
-    /// At most once, in order per sender while one connection lasts, as
-    /// Spark's `send`. A message still queued or in flight when its connection
-    /// drops is lost: the backend logs how many queued frames it dropped, but
-    /// the sender is not told. Messages sent after a reconnect travel on a new
-    /// connection and may be handled before the last ones of the old one. Use
-    /// [`ask`](Self::ask) where a message must be confirmed.
+    /// At most once, as Spark's `send`, and in the order this RpcEnv sent
+    /// them, across reconnects too. A message still queued or in flight when
+    /// its connection drops is lost: the backend logs how many queued frames
+    /// it dropped, but the sender is not told. Messages sent after a reconnect
+    /// travel on a new connection, which the receiver does not read until the
+    /// old one has closed and all it delivered was dispatched
+    /// ([`ConnectionEpoch`](crate::ConnectionEpoch)), so they never overtake
+    /// earlier ones. Use [`ask`](Self::ask) where a message must be confirmed.
     pub fn send(&self, msg: M) -> Result<(), RpcError> {
         self.inner.env.check_running()?;
         match &self.inner.route {

@@ -15,6 +15,7 @@ use crate::endpoint::RpcEndpoint;
 use crate::endpoint_ref::RpcEndpointRef;
 use crate::error::RpcError;
 use crate::handler::RpcHandler;
+use crate::handover::CONNECTION_EPOCH_NAME;
 use crate::inbox_limits::{EndpointOptions, InboxFullPolicy, InboxLimits, InboxStats};
 use crate::message::RpcMessage;
 use crate::outbox::Outbox;
@@ -30,6 +31,9 @@ pub(crate) struct EnvInner {
     factory: Arc<TransportClientFactory>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     outboxes: Mutex<HashMap<RpcAddress, Arc<Outbox>>>,
+    /// This RpcEnv's random instance id, sent first on every connection its
+    /// Outboxes open (`handover`).
+    instance: u64,
     pub(crate) timeouts: Arc<TimeoutScheduler>,
     stopped: AtomicBool,
     terminated: Mutex<bool>,
@@ -57,7 +61,7 @@ impl EnvInner {
     fn outbox(&self, address: &RpcAddress) -> Arc<Outbox> {
         let mut map = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(address.clone())
-            .or_insert_with(|| Outbox::new(address.clone(), self.factory.clone()))
+            .or_insert_with(|| Outbox::new(address.clone(), self.factory.clone(), self.instance))
             .clone()
     }
 
@@ -156,7 +160,10 @@ impl RpcEnv {
                 }
             })?,
         );
-        let handler = Arc::new(RpcHandler::new(dispatcher.clone()));
+        let handler = Arc::new(RpcHandler::new(
+            dispatcher.clone(),
+            Duration::from_millis(config.handover_timeout_ms),
+        ));
         let (server, address) = match config.bind_address {
             Some(bind) => {
                 let server = transport.bind(bind, handler.clone())?;
@@ -178,6 +185,7 @@ impl RpcEnv {
             factory,
             dispatcher: dispatcher.clone(),
             outboxes: Mutex::new(HashMap::new()),
+            instance: crate::handover::new_instance_id(),
             timeouts: TimeoutScheduler::start(),
             stopped: AtomicBool::new(false),
             terminated: Mutex::new(false),
@@ -248,6 +256,10 @@ impl RpcEnv {
         options: EndpointOptions,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
         self.inner.check_running()?;
+        if name == CONNECTION_EPOCH_NAME {
+            // Reserved: the RpcHandler takes every message sent to this name.
+            return Err(RpcError::EndpointAlreadyExists { name: name.into() });
+        }
         let limits = self.limits(options)?;
         let target = self
             .inner

@@ -1,10 +1,12 @@
 //! `RpcHandler`: the transport handler of an RpcEnv (Spark's `NettyRpcHandler`):
 //! parses each request's envelope in place and posts it to the Dispatcher;
 //! turns connection events into `on_connected` / `on_disconnected` /
-//! `on_network_error` for every endpoint.
+//! `on_network_error` for every endpoint; keeps a reconnected sender's
+//! messages in order (`handover`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use transport::{ConnectionId, TransportClient, TransportError, TransportHandler, is_power_of_ten};
@@ -15,7 +17,9 @@ use crate::dispatcher::Dispatcher;
 use crate::env::EnvInner;
 use crate::envelope;
 use crate::error::RpcError;
+use crate::handover::{Admit, CONNECTION_EPOCH_NAME, ConnectionEpoch, Handover, Release};
 use crate::inbox::SystemEvent;
+use crate::message::{RpcMessage, type_fingerprint};
 
 pub(crate) struct RpcHandler {
     pub(crate) env: OnceLock<Weak<EnvInner>>,
@@ -26,16 +30,21 @@ pub(crate) struct RpcHandler {
     /// One-way messages dropped per connection, so that a flood of bad ones
     /// logs the 1st, 10th, 100th, ... rather than every one.
     dropped: Mutex<HashMap<ConnectionId, u64>>,
+    /// Per-sender order across reconnects.
+    handover: Arc<Handover>,
 }
 
 impl RpcHandler {
-    pub(crate) fn new(dispatcher: Arc<Dispatcher>) -> Self {
+    /// A handler posting to `dispatcher`; a reconnected sender's new
+    /// connection waits at most `handover_timeout` for its previous one.
+    pub(crate) fn new(dispatcher: Arc<Dispatcher>, handover_timeout: Duration) -> Self {
         Self {
             env: OnceLock::new(),
             dispatcher,
             local_address: OnceLock::new(),
             remote_addresses: Mutex::new(HashMap::new()),
             dropped: Mutex::new(HashMap::new()),
+            handover: Handover::new(handover_timeout),
         }
     }
 
@@ -62,22 +71,54 @@ impl RpcHandler {
 
     fn post(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) -> Result<(), RpcError> {
         let env = envelope::parse(body)?;
+        if env.receiver.as_ref() == CONNECTION_EPOCH_NAME.as_bytes() {
+            return self.connection_epoch(client, &env, reply);
+        }
         self.track(client, env.sender.as_ref());
         let sender = self.sender(client, env.sender.clone());
         let local = self.local_address.get().map_or("this RpcEnv", String::as_str);
         self.dispatcher
             .post_remote_message(env, reply.map(|id| (client.clone(), id)), sender, local)
     }
-}
 
-impl TransportHandler for RpcHandler {
-    fn receive_rpc(&self, client: &TransportClient, request_id: i64, body: Bytes) {
-        if let Err(e) = self.post(client, body, Some(request_id)) {
-            let _ = client.send_failure(request_id, &e.to_string());
+    /// Handles the [`ConnectionEpoch`] an Outbox sends first on a connection.
+    fn connection_epoch(
+        &self,
+        client: &TransportClient,
+        env: &envelope::Envelope,
+        reply: Option<i64>,
+    ) -> Result<(), RpcError> {
+        let invalid = |reason: String| RpcError::InvalidMessage {
+            type_name: "ConnectionEpoch",
+            reason,
+        };
+        if reply.is_some() {
+            return Err(invalid(
+                "a connection epoch is a one-way message, not an RPC".into(),
+            ));
         }
+        if env.fingerprint != type_fingerprint::<ConnectionEpoch>() {
+            return Err(invalid("the message type is not ConnectionEpoch".into()));
+        }
+        let epoch = ConnectionEpoch::access(&env.payload)?;
+        let (instance, epoch) = (epoch.instance.to_native(), epoch.epoch.to_native());
+        let timer = self.env.get().and_then(Weak::upgrade).map(|e| e.timeouts.clone());
+        if let Err(reason) = self.handover.on_epoch(client, instance, epoch, timer.as_ref()) {
+            tracing::warn!(peer = %client.peer_addr(), %reason, "closing the connection: protocol error");
+            client.close();
+        }
+        Ok(())
     }
 
-    fn receive_one_way(&self, client: &TransportClient, body: Bytes) {
+    /// Posts one frame's message, answering a failed RPC with an RpcFailure
+    /// and logging a dropped one-way.
+    fn deliver(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) {
+        if let Some(request_id) = reply {
+            if let Err(e) = self.post(client, body, reply) {
+                let _ = client.send_failure(request_id, &e.to_string());
+            }
+            return;
+        }
         if let Err(e) = self.post(client, body, None) {
             let dropped = {
                 let mut map = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,12 +136,42 @@ impl TransportHandler for RpcHandler {
         }
     }
 
+    /// Dispatches the frames a held connection kept, in order, then lets it read again.
+    fn release(&self, mut turn: Release) {
+        loop {
+            for (body, reply) in std::mem::take(&mut turn.frames) {
+                self.deliver(&turn.client, body, reply);
+            }
+            match self.handover.release_step(turn) {
+                Some(next) => turn = next,
+                None => return,
+            }
+        }
+    }
+}
+
+impl TransportHandler for RpcHandler {
+    fn receive_rpc(&self, client: &TransportClient, request_id: i64, body: Bytes) {
+        if let Admit::Dispatch(body, reply) = self.handover.admit(client, body, Some(request_id)) {
+            self.deliver(client, body, reply);
+        }
+    }
+
+    fn receive_one_way(&self, client: &TransportClient, body: Bytes) {
+        if let Admit::Dispatch(body, reply) = self.handover.admit(client, body, None) {
+            self.deliver(client, body, reply);
+        }
+    }
+
     fn channel_active(&self, client: &TransportClient) {
         self.dispatcher
             .post_to_all(SystemEvent::Connected(client.peer_addr().into()));
     }
 
     fn channel_inactive(&self, client: &TransportClient) {
+        if let Some(turn) = self.handover.on_closed(client) {
+            self.release(turn);
+        }
         self.dropped
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -69,6 +69,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
+mod handover;
 mod inbox;
 mod inbox_limits;
 mod inbox_queue;
@@ -88,6 +89,7 @@ pub use endpoint::RpcEndpoint;
 pub use endpoint_ref::RpcEndpointRef;
 pub use env::{RpcEnv, RpcEnvHandle};
 pub use error::RpcError;
+pub use handover::{CONNECTION_EPOCH_NAME, ConnectionEpoch, DEFAULT_HANDOVER_TIMEOUT_MS};
 pub use inbox_limits::{EndpointOptions, InboxFullPolicy, InboxStats, ParsePolicyError};
 pub use message::{ArchiveWriter, Msg, RpcMessage};
 pub use outbox::{CONNECT_RETRY_INITIAL, CONNECT_RETRY_MAX};

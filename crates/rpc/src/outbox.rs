@@ -14,6 +14,13 @@
 //! [`RpcError::ConnectFailed`]) instead of starting another connect, so a
 //! peer that is down costs one connect attempt per backoff period, not one per
 //! message. When a connection is lost, the next message reconnects at once.
+//!
+//! **Order across reconnects.** The first frame on each connection is a
+//! [`ConnectionEpoch`]: this RpcEnv's instance id and the connection's epoch
+//! (1, 2, ... per outbox). The receiver holds a newer connection's messages
+//! until the older one has closed and all it delivered was dispatched, so a
+//! message never overtakes one sent before it on an earlier connection
+//! (see `handover`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +30,9 @@ use bytes::Bytes;
 use transport::{ResponseHandler, TransportClient, TransportClientFactory, TransportError};
 
 use crate::address::RpcAddress;
+use crate::envelope;
 use crate::error::RpcError;
+use crate::handover::{CONNECTION_EPOCH_NAME, ConnectionEpoch};
 
 /// One message waiting for the connection.
 pub(crate) enum OutboxMessage {
@@ -91,20 +100,26 @@ struct State {
     /// No new attempt before this instant; messages fail with `last_error` until then.
     retry_at: Option<Instant>,
     last_error: Option<TransportError>,
+    /// Connections opened so far (the epoch of the newest).
+    epoch: u64,
 }
 
 /// The outbox of one remote address.
 pub(crate) struct Outbox {
     address: RpcAddress,
     factory: Arc<TransportClientFactory>,
+    /// The owning RpcEnv's instance id.
+    instance: u64,
     state: Mutex<State>,
 }
 
 impl Outbox {
-    pub(crate) fn new(address: RpcAddress, factory: Arc<TransportClientFactory>) -> Arc<Self> {
+    /// The outbox of `address` for the RpcEnv of instance id `instance`.
+    pub(crate) fn new(address: RpcAddress, factory: Arc<TransportClientFactory>, instance: u64) -> Arc<Self> {
         Arc::new(Self {
             address,
             factory,
+            instance,
             state: Mutex::new(State::default()),
         })
     }
@@ -194,6 +209,16 @@ impl Outbox {
                     client.close();
                     self.fail_queued(&TransportError::Shutdown);
                     return;
+                }
+                st.epoch += 1;
+                let hello = ConnectionEpoch {
+                    instance: self.instance,
+                    epoch: st.epoch,
+                };
+                // First on the connection. If it is refused, the connection is
+                // already closed and so is every message queued after it.
+                if let Ok(body) = envelope::encode(None, CONNECTION_EPOCH_NAME, &hello) {
+                    let _ = client.send_one_way(body);
                 }
                 let refused: Vec<Box<Refused>> = st
                     .queue

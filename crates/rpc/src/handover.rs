@@ -1,0 +1,402 @@
+//! Connection handover: a sender's messages stay in order across a reconnect.
+//!
+//! **The problem.** An [`Outbox`](crate::outbox) that loses its connection
+//! reconnects at once. The server side of the old connection may still hold
+//! unread bytes (in the kernel, or behind a paused read) when the new one
+//! starts delivering, and the two connections are read by different event-loop
+//! threads. Without more, a message sent after the reconnect can reach its
+//! endpoint before one sent before it. Spark has the same gap; Kafka's
+//! producer epochs and Raft's terms are the usual cure, and this is that cure
+//! for one sender's connections.
+//!
+//! **The protocol.** Every RpcEnv draws a random 64-bit *instance* id when it
+//! is created. The first frame an Outbox writes on each new connection is a
+//! one-way [`ConnectionEpoch`] message to the reserved receiver
+//! [`CONNECTION_EPOCH_NAME`], carrying that instance id and the Outbox's
+//! *epoch*: 1 for its first connection, one more for each reconnect. The
+//! receiving `RpcHandler` handles it on the connection's event-loop thread
+//! and never dispatches it.
+//!
+//! **The server side**, per instance, keeps its connections in epoch order:
+//! - the oldest open one is *live*: its frames are dispatched as they are read;
+//! - a newer one is *held*: its reading is paused (a [`ReadPause`]: its
+//!   peer's further frames wait in TCP) and the frames of the read that held
+//!   it are kept aside, in order;
+//! - when the live connection closes (end of stream after its last bytes were
+//!   read), the next one is released: its kept frames are dispatched, then its
+//!   reading resumes. A held connection that closed meanwhile still has its
+//!   kept frames dispatched, in turn; nothing the server read is dropped.
+//! - a connection whose epoch is not above the newest one seen for its
+//!   instance was superseded before it said so: it is *fenced* (closed, and
+//!   what it delivered is dropped, with one `warn`), since its messages would
+//!   arrive after newer ones. Its sender already failed them: the sender's
+//!   side of that connection is closed.
+//! - a held connection waits at most the handover timeout
+//!   (`handover_timeout_ms`, default 5,000 ms). Then the live connection is
+//!   closed: its sender opened a newer one, so it has given it up, and a
+//!   half-open old connection (its close lost on the network) must not stall
+//!   the new one for ever.
+//!
+//! Cost: one small frame per connection, and on the read path one atomic
+//! load per frame while no connection is held anywhere in the RpcEnv.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use transport::{ConnectionId, ReadPause, TransportClient};
+
+use crate::timeout::{Expire, TimeoutScheduler};
+
+/// The receiver name of [`ConnectionEpoch`] messages. Reserved: no endpoint
+/// can be registered under it.
+pub const CONNECTION_EPOCH_NAME: &str = "connection-epoch";
+
+/// The first message an Outbox sends on each connection it opens (a one-way
+/// to [`CONNECTION_EPOCH_NAME`]): who is sending and which of its connections
+/// this is, so that the receiver keeps the sender's messages in order across
+/// reconnects (see the module docs of `handover`). No endpoint ever sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ConnectionEpoch {
+    /// The sending RpcEnv's instance id: random, drawn once per RpcEnv.
+    pub instance: u64,
+    /// The Outbox's connection count to this destination: 1 for its first
+    /// connection, one more per reconnect.
+    pub epoch: u64,
+}
+
+/// The default handover timeout, in milliseconds.
+pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 5_000;
+
+/// A random instance id for a new RpcEnv: std's `RandomState` is seeded from
+/// the OS's random source; the clock and the process id make ids of RpcEnvs
+/// created in one process, or at one instant in many, differ too.
+pub(crate) fn new_instance_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A frame kept aside while its connection is held: the body and, for an
+/// RpcRequest, its request id.
+pub(crate) type KeptFrame = (Bytes, Option<i64>);
+
+enum Stage {
+    /// Frames are dispatched as read.
+    Live,
+    /// Reading paused, frames kept aside until the connections before it closed.
+    Held { kept: Vec<KeptFrame>, pause: ReadPause },
+    /// Being released by another thread: frames read meanwhile are kept, and
+    /// that thread dispatches them before it lets reading resume (by
+    /// dropping the pause).
+    Releasing { kept: Vec<KeptFrame>, _pause: ReadPause },
+}
+
+struct Conn {
+    client: TransportClient,
+    epoch: u64,
+    stage: Stage,
+    /// The backend reported it closed (`channel_inactive`).
+    closed: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per instance, its open connections in epoch order: the front one is
+    /// live (or being released), the others held.
+    senders: HashMap<u64, VecDeque<Conn>>,
+    /// Each connection that said its epoch: its instance, or `None` if fenced.
+    by_conn: HashMap<ConnectionId, Option<u64>>,
+    /// The newest epoch seen per instance, kept after its connections closed
+    /// (to fence a late connection of an older epoch) for the last
+    /// [`RETIRED_KEPT`] instances that have none open.
+    newest: HashMap<u64, u64>,
+    /// Instances whose last connection closed, oldest first.
+    retired: VecDeque<u64>,
+}
+
+/// Instances without an open connection whose newest epoch is remembered:
+/// 16 bytes of map entry each, so at most about 1 MiB.
+const RETIRED_KEPT: usize = 65_536;
+
+impl State {
+    /// `instance` has no open connection left: forget its connection list,
+    /// and its newest epoch once [`RETIRED_KEPT`] newer instances retired.
+    fn retire(&mut self, instance: u64) {
+        self.senders.remove(&instance);
+        self.retired.push_back(instance);
+        while self.retired.len() > RETIRED_KEPT {
+            if let Some(old) = self.retired.pop_front()
+                && !self.senders.contains_key(&old)
+            {
+                self.newest.remove(&old);
+            }
+        }
+    }
+}
+
+/// What a frame's connection is doing, for [`Handover::admit`].
+pub(crate) enum Admit {
+    /// Dispatch it now.
+    Dispatch(Bytes, Option<i64>),
+    /// Kept aside (held) or dropped (fenced): nothing to do.
+    Taken,
+}
+
+/// The handover state of one RpcEnv's inbound connections.
+pub(crate) struct Handover {
+    /// Connections held, releasing or fenced: while 0, [`admit`](Self::admit)
+    /// is one atomic load.
+    not_live: AtomicUsize,
+    state: Mutex<State>,
+    timeout: Duration,
+}
+
+/// What releasing a connection hands back: dispatch these frames of `client`
+/// in order, then call [`Handover::release_step`] again.
+pub(crate) struct Release {
+    pub(crate) client: TransportClient,
+    pub(crate) frames: Vec<KeptFrame>,
+    instance: u64,
+}
+
+impl Handover {
+    pub(crate) fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            not_live: AtomicUsize::new(0),
+            state: Mutex::new(State::default()),
+            timeout,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called for every request and one-way frame before it is dispatched:
+    /// keeps it aside if its connection is held, drops it if fenced.
+    pub(crate) fn admit(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) -> Admit {
+        if self.not_live.load(Ordering::Acquire) == 0 {
+            return Admit::Dispatch(body, reply);
+        }
+        let mut st = self.lock();
+        let instance = match st.by_conn.get(&client.id()) {
+            None => return Admit::Dispatch(body, reply),
+            Some(None) => return Admit::Taken, // fenced
+            Some(Some(instance)) => *instance,
+        };
+        let conn = st
+            .senders
+            .get_mut(&instance)
+            .and_then(|conns| conns.iter_mut().find(|c| c.client.id() == client.id()));
+        match conn.map(|c| &mut c.stage) {
+            Some(Stage::Held { kept, .. } | Stage::Releasing { kept, .. }) => {
+                kept.push((body, reply));
+                Admit::Taken
+            }
+            _ => Admit::Dispatch(body, reply),
+        }
+    }
+
+    /// Handles a [`ConnectionEpoch`] that arrived on `client`. Returns a
+    /// protocol error (the caller closes the connection) for a second epoch
+    /// on one connection.
+    pub(crate) fn on_epoch(
+        self: &Arc<Self>,
+        client: &TransportClient,
+        instance: u64,
+        epoch: u64,
+        timer: Option<&Arc<TimeoutScheduler>>,
+    ) -> Result<(), String> {
+        let mut st = self.lock();
+        if st.by_conn.contains_key(&client.id()) {
+            return Err("a second connection epoch on one connection".into());
+        }
+        let newest = st.newest.get(&instance).copied().unwrap_or(0);
+        if epoch <= newest {
+            st.by_conn.insert(client.id(), None);
+            self.not_live.fetch_add(1, Ordering::AcqRel);
+            drop(st);
+            tracing::warn!(
+                peer = %client.peer_addr(), epoch, newest,
+                "closing a connection superseded by a newer one from the same RpcEnv; \
+                 its messages would arrive out of order and are dropped (its sender saw it close)"
+            );
+            client.close();
+            return Ok(());
+        }
+        st.newest.insert(instance, epoch);
+        st.by_conn.insert(client.id(), Some(instance));
+        let conns = st.senders.entry(instance).or_default();
+        let stage = if conns.is_empty() {
+            Stage::Live
+        } else {
+            self.not_live.fetch_add(1, Ordering::AcqRel);
+            Stage::Held {
+                kept: Vec::new(),
+                pause: client.pause_reading(),
+            }
+        };
+        let held = !matches!(stage, Stage::Live);
+        conns.push_back(Conn {
+            client: client.clone(),
+            epoch,
+            stage,
+            closed: false,
+        });
+        drop(st);
+        if held {
+            tracing::debug!(
+                peer = %client.peer_addr(), epoch,
+                "holding a reconnected sender's new connection until its previous one has closed"
+            );
+            if let Some(timer) = timer {
+                let action = Arc::new(HandoverTimeout {
+                    handover: Arc::downgrade(self),
+                    instance,
+                    epoch,
+                });
+                timer.schedule(Instant::now() + self.timeout, action);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend closed `client`. Returns the first step of releasing the
+    /// next connection of its sender, if that is now due.
+    pub(crate) fn on_closed(&self, client: &TransportClient) -> Option<Release> {
+        let mut st = self.lock();
+        let instance = st.by_conn.get(&client.id()).copied()?;
+        let Some(instance) = instance else {
+            // Fenced: forget it.
+            st.by_conn.remove(&client.id());
+            self.not_live.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        };
+        let conns = st.senders.get_mut(&instance)?;
+        let pos = conns.iter().position(|c| c.client.id() == client.id())?;
+        conns[pos].closed = true;
+        if pos != 0 || !matches!(conns[0].stage, Stage::Live) {
+            // A held connection closed: its kept frames still go, in turn.
+            // (One being released closes its own turn in `release_step`.)
+            return None;
+        }
+        conns.pop_front();
+        st.by_conn.remove(&client.id());
+        self.next_turn(&mut st, instance)
+    }
+
+    /// Makes the front connection of `instance` (if any) the one being
+    /// released and returns its kept frames.
+    fn next_turn(&self, st: &mut State, instance: u64) -> Option<Release> {
+        let conns = st.senders.get_mut(&instance)?;
+        let Some(front) = conns.front_mut() else {
+            st.retire(instance);
+            return None;
+        };
+        let stage = std::mem::replace(&mut front.stage, Stage::Live);
+        let Stage::Held { kept, pause } = stage else {
+            front.stage = stage;
+            return None;
+        };
+        front.stage = Stage::Releasing {
+            kept: Vec::new(),
+            _pause: pause,
+        };
+        Some(Release {
+            client: front.client.clone(),
+            frames: kept,
+            instance,
+        })
+    }
+
+    /// After the frames of `done` were dispatched: the next frames of the same
+    /// connection (read meanwhile), or of the next connection in turn if it
+    /// closed, or `None` once the connection is live and reads again.
+    pub(crate) fn release_step(&self, done: Release) -> Option<Release> {
+        let mut st = self.lock();
+        let instance = done.instance;
+        let conns = st.senders.get_mut(&instance)?;
+        let front = conns.front_mut()?;
+        debug_assert_eq!(front.client.id(), done.client.id());
+        if let Stage::Releasing { kept, .. } = &mut front.stage
+            && !kept.is_empty()
+        {
+            return Some(Release {
+                client: done.client,
+                frames: std::mem::take(kept),
+                instance,
+            });
+        }
+        let stage = std::mem::replace(&mut front.stage, Stage::Live);
+        self.not_live.fetch_sub(1, Ordering::AcqRel);
+        if front.closed {
+            conns.pop_front();
+            st.by_conn.remove(&done.client.id());
+            let next = self.next_turn(&mut st, instance);
+            drop(st);
+            drop(stage);
+            return next;
+        }
+        drop(st);
+        // Dropping the pause lets the connection read again, after every
+        // frame kept from it was dispatched.
+        drop(stage);
+        None
+    }
+
+    /// The handover timeout fired for the connection of `instance` at `epoch`:
+    /// if it is still held, closes the live connection before it.
+    fn expire(&self, instance: u64, epoch: u64) {
+        let st = self.lock();
+        let Some(conns) = st.senders.get(&instance) else {
+            return;
+        };
+        let still_held = conns
+            .iter()
+            .any(|c| c.epoch == epoch && matches!(c.stage, Stage::Held { .. }));
+        let live = conns
+            .front()
+            .filter(|c| matches!(c.stage, Stage::Live) && !c.closed)
+            .map(|c| c.client.clone());
+        drop(st);
+        if let (true, Some(live)) = (still_held, live) {
+            tracing::warn!(
+                peer = %live.peer_addr(), timeout = ?self.timeout,
+                "closing a connection its sender has replaced: it did not close within the handover timeout"
+            );
+            live.close();
+        }
+    }
+
+    /// Connections held, releasing or fenced now (a count; for tests).
+    #[cfg(test)]
+    pub(crate) fn not_live(&self) -> usize {
+        self.not_live.load(Ordering::Acquire)
+    }
+}
+
+struct HandoverTimeout {
+    handover: Weak<Handover>,
+    instance: u64,
+    epoch: u64,
+}
+
+impl Expire for HandoverTimeout {
+    fn expire(&self, timed_out: bool) {
+        if timed_out && let Some(h) = self.handover.upgrade() {
+            h.expire(self.instance, self.epoch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

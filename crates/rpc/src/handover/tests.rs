@@ -1,0 +1,189 @@
+//! The handover state machine on fake connections: which frames are kept,
+//! released in which order, fenced; pauses taken and given back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use transport::{ConnectionId, EncodedFrame, FrameSink, TransportClient, TransportConf, TransportError};
+
+use super::*;
+
+/// A connection's sink that records `close` and reader wake-ups.
+#[derive(Clone, Default)]
+struct Probe {
+    closed: Arc<AtomicBool>,
+    wakes: Arc<AtomicUsize>,
+}
+
+impl FrameSink for Probe {
+    fn send(&self, _frame: EncodedFrame) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+    fn is_active(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst)
+    }
+    fn wake_reader(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn conn(id: u64) -> (TransportClient, Probe) {
+    let probe = Probe::default();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let client = TransportClient::new(
+        ConnectionId(id),
+        addr,
+        addr,
+        &TransportConf::default(),
+        Box::new(probe.clone()),
+    );
+    (client, probe)
+}
+
+fn frame(n: u8) -> Bytes {
+    Bytes::from(vec![n])
+}
+
+/// Admits `n` on `c`: `Some(n)` if it is to be dispatched now.
+fn admit(h: &Handover, c: &TransportClient, n: u8) -> Option<u8> {
+    match h.admit(c, frame(n), None) {
+        Admit::Dispatch(body, _) => Some(body[0]),
+        Admit::Taken => None,
+    }
+}
+
+/// Runs a release to its end as the handler does, returning what was dispatched.
+fn release_all(h: &Handover, mut turn: Option<Release>) -> Vec<(u64, u8)> {
+    let mut out = Vec::new();
+    while let Some(mut t) = turn {
+        for (body, _) in std::mem::take(&mut t.frames) {
+            out.push((t.client.id().0, body[0]));
+        }
+        turn = h.release_step(t);
+    }
+    out
+}
+
+#[test]
+fn connections_without_an_epoch_are_never_held() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (a, _) = conn(1);
+    assert_eq!(admit(&h, &a, 1), Some(1));
+    assert!(h.on_closed(&a).is_none());
+    assert_eq!(h.not_live(), 0);
+}
+
+#[test]
+fn newer_connection_is_held_then_released_in_order() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (old, _) = conn(1);
+    let (new, new_probe) = conn(2);
+    h.on_epoch(&old, 7, 1, None).unwrap();
+    h.on_epoch(&new, 7, 2, None).unwrap();
+    assert_eq!((h.not_live(), new.read_pauses()), (1, 1));
+    assert_eq!(admit(&h, &new, 10), None, "kept");
+    assert_eq!(admit(&h, &new, 11), None, "kept");
+    assert_eq!(admit(&h, &old, 1), Some(1), "the older one is live");
+    let turn = h.on_closed(&old).expect("the newer one's turn");
+    // Frames read while it is being released are kept for the same release.
+    assert_eq!(admit(&h, &new, 12), None);
+    assert_eq!(release_all(&h, Some(turn)), [(2, 10), (2, 11), (2, 12)]);
+    assert_eq!((h.not_live(), new.read_pauses()), (0, 0));
+    assert_eq!(new_probe.wakes.load(Ordering::SeqCst), 1, "its reader is woken");
+    assert_eq!(admit(&h, &new, 13), Some(13), "live now");
+}
+
+#[test]
+fn a_closed_held_connection_keeps_its_turn() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (a, _) = conn(1);
+    let (b, _) = conn(2);
+    let (c, _) = conn(3);
+    h.on_epoch(&a, 7, 1, None).unwrap();
+    h.on_epoch(&b, 7, 2, None).unwrap();
+    assert_eq!(admit(&h, &b, 20), None);
+    assert!(h.on_closed(&b).is_none(), "not its turn yet");
+    h.on_epoch(&c, 7, 3, None).unwrap();
+    assert_eq!(admit(&h, &c, 30), None);
+    assert_eq!(
+        release_all(&h, h.on_closed(&a)),
+        [(2, 20), (3, 30)],
+        "b's frames, then c's"
+    );
+    assert_eq!((h.not_live(), c.read_pauses()), (0, 0));
+    assert!(h.on_closed(&c).is_none());
+    assert!(h.lock().senders.is_empty(), "nothing left behind");
+}
+
+#[test]
+fn an_older_epoch_is_fenced_and_its_frames_dropped() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (new, _) = conn(1);
+    let (late, late_probe) = conn(2);
+    h.on_epoch(&new, 7, 5, None).unwrap();
+    h.on_epoch(&late, 7, 5, None).unwrap();
+    assert!(late_probe.closed.load(Ordering::SeqCst), "closed");
+    assert_eq!(admit(&h, &late, 1), None, "dropped");
+    assert_eq!(admit(&h, &new, 2), Some(2));
+    assert!(h.on_closed(&late).is_none());
+    assert_eq!(h.not_live(), 0);
+    // The newest epoch outlives the connections, so a later straggler is fenced too.
+    assert!(h.on_closed(&new).is_none());
+    let (straggler, straggler_probe) = conn(3);
+    h.on_epoch(&straggler, 7, 4, None).unwrap();
+    assert!(straggler_probe.closed.load(Ordering::SeqCst));
+    assert!(h.on_closed(&straggler).is_none());
+}
+
+#[test]
+fn a_second_epoch_on_one_connection_is_an_error() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (a, _) = conn(1);
+    h.on_epoch(&a, 7, 1, None).unwrap();
+    assert!(h.on_epoch(&a, 7, 2, None).is_err());
+}
+
+#[test]
+fn expiry_closes_the_live_connection_only_while_one_is_held() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (old, old_probe) = conn(1);
+    let (new, _) = conn(2);
+    h.on_epoch(&old, 7, 1, None).unwrap();
+    h.on_epoch(&new, 7, 2, None).unwrap();
+    h.expire(7, 3);
+    assert!(!old_probe.closed.load(Ordering::SeqCst), "no such epoch held");
+    h.expire(7, 2);
+    assert!(
+        old_probe.closed.load(Ordering::SeqCst),
+        "the replaced one is closed"
+    );
+    assert!(release_all(&h, h.on_closed(&old)).is_empty());
+    assert_eq!(admit(&h, &new, 1), Some(1), "live once the old one closed");
+    h.expire(7, 2);
+    assert!(new.is_active(), "a late expiry closes nothing");
+}
+
+#[test]
+fn retired_instances_are_bounded() {
+    let h = Handover::new(Duration::from_secs(1));
+    for i in 0..(RETIRED_KEPT as u64 + 10) {
+        let (c, _) = conn(i);
+        h.on_epoch(&c, i, 1, None).unwrap();
+        assert!(h.on_closed(&c).is_none());
+    }
+    let st = h.lock();
+    assert!(st.senders.is_empty());
+    assert_eq!(st.newest.len(), RETIRED_KEPT);
+    assert!(!st.newest.contains_key(&0), "the oldest is forgotten");
+}
+
+#[test]
+fn instance_ids_differ() {
+    let ids: std::collections::HashSet<u64> = (0..1000).map(|_| new_instance_id()).collect();
+    assert_eq!(ids.len(), 1000);
+}

@@ -1,0 +1,263 @@
+//! Per-sender order across reconnects (`handover`), on both IO modes, driven
+//! from raw sockets so that each step is deterministic: a sender's newer
+//! connection is held until its older one closes, then released in order; a
+//! held connection that never sees its predecessor close is released by the
+//! handover timeout; a connection older than one already seen is fenced; a
+//! second epoch on one connection is a protocol error.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rpc::{CONNECTION_EPOCH_NAME, ConnectionEpoch, RpcEnv, RpcError};
+use support::raw::{Raw, envelope, fingerprint, u64_envelope};
+use support::watch::{Calls, Watcher, messages};
+use support::{capture_logs, logged, server_with};
+use transport::{EncodedFrame, Frame, IoMode};
+
+/// The body of a [`ConnectionEpoch`] message, as the wire format says: the
+/// envelope, then the rkyv archive of two `u64`s (little-endian, unaligned).
+fn epoch_body(instance: u64, epoch: u64) -> Bytes {
+    let payload = [instance.to_le_bytes(), epoch.to_le_bytes()].concat();
+    envelope(fingerprint::<ConnectionEpoch>(), CONNECTION_EPOCH_NAME, &payload)
+}
+
+fn one_way(raw: &mut Raw, body: Bytes) {
+    raw.send(&EncodedFrame::one_way(body).unwrap()).unwrap();
+}
+
+fn say_epoch(raw: &mut Raw, instance: u64, epoch: u64) {
+    one_way(raw, epoch_body(instance, epoch));
+}
+
+fn send_n(raw: &mut Raw, n: u64) {
+    one_way(raw, u64_envelope("w", n));
+}
+
+/// Waits up to 10 s for the watcher's messages to equal `want`.
+fn wait_for(calls: &Calls, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = messages(calls);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "messages {got:?}, waiting for {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The watcher's messages stay `want` for 300 ms (nothing more is dispatched).
+fn stays(calls: &Calls, want: &[&str]) {
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(messages(calls), want, "nothing else was dispatched");
+}
+
+fn server(mode: IoMode, handover_timeout_ms: u64) -> (RpcEnv, Calls, String) {
+    capture_logs();
+    let server = server_with(mode, "server", |c| c.handover_timeout_ms = handover_timeout_ms);
+    let (w, calls) = Watcher::new();
+    server.setup_endpoint("w", w).unwrap();
+    let addr = server.address().unwrap().to_string();
+    (server, calls, addr)
+}
+
+/// The newer connection's one-way and ask wait while the older connection is
+/// open (it keeps being served), and follow everything it delivered.
+fn newer_connection_waits_for_the_older_to_close(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut old = Raw::connect(&addr);
+    say_epoch(&mut old, 41, 1);
+    send_n(&mut old, 1);
+    wait_for(&calls, &["send Some(1)"]);
+
+    let mut new = Raw::connect(&addr);
+    say_epoch(&mut new, 41, 2);
+    send_n(&mut new, 100);
+    new.rpc(7, u64_envelope("w", 101)).unwrap();
+    stays(&calls, &["send Some(1)"]);
+
+    send_n(&mut old, 2);
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    drop(old);
+    wait_for(
+        &calls,
+        &["send Some(1)", "send Some(2)", "send Some(100)", "ask 101"],
+    );
+    match new.next_frame() {
+        Some(Frame::RpcResponse { request_id: 7, .. }) => {}
+        other => panic!("the held ask is answered once released, got {other:?}"),
+    }
+    send_n(&mut new, 102);
+    wait_for(
+        &calls,
+        &[
+            "send Some(1)",
+            "send Some(2)",
+            "send Some(100)",
+            "ask 101",
+            "send Some(102)",
+        ],
+    );
+}
+
+/// Another sender's connections are not held by this one's handover.
+fn other_senders_are_not_held(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut old = Raw::connect(&addr);
+    say_epoch(&mut old, 1, 1);
+    send_n(&mut old, 0);
+    wait_for(&calls, &["send Some(0)"]);
+    let mut new = Raw::connect(&addr);
+    say_epoch(&mut new, 1, 2);
+    send_n(&mut new, 10);
+    let mut other = Raw::connect(&addr);
+    say_epoch(&mut other, 2, 1);
+    send_n(&mut other, 20);
+    wait_for(&calls, &["send Some(0)", "send Some(20)"]);
+    let mut plain = Raw::connect(&addr);
+    send_n(&mut plain, 30);
+    wait_for(&calls, &["send Some(0)", "send Some(20)", "send Some(30)"]);
+    drop(old);
+    wait_for(
+        &calls,
+        &["send Some(0)", "send Some(20)", "send Some(30)", "send Some(10)"],
+    );
+}
+
+/// A held connection whose predecessor never closes is released after the
+/// handover timeout, and the predecessor is closed.
+fn handover_timeout_closes_the_older_connection(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 300);
+    let mut old = Raw::connect(&addr);
+    say_epoch(&mut old, 51, 1);
+    send_n(&mut old, 1);
+    wait_for(&calls, &["send Some(1)"]);
+    let mut new = Raw::connect(&addr);
+    let me = old.stream.local_addr().unwrap().to_string();
+    say_epoch(&mut new, 51, 2);
+    send_n(&mut new, 2);
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    assert!(old.closed_by_peer(), "the replaced connection is closed");
+    assert!(logged(&[&me, "handover timeout"]));
+    send_n(&mut new, 3);
+    wait_for(&calls, &["send Some(1)", "send Some(2)", "send Some(3)"]);
+}
+
+/// A connection whose epoch is not above one already seen from its sender is
+/// closed and what it sent is dropped; the newer one goes on.
+fn older_epoch_is_fenced(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut new = Raw::connect(&addr);
+    say_epoch(&mut new, 61, 5);
+    send_n(&mut new, 50);
+    wait_for(&calls, &["send Some(50)"]);
+    let mut late = Raw::connect(&addr);
+    let me = late.stream.local_addr().unwrap().to_string();
+    say_epoch(&mut late, 61, 4);
+    send_n(&mut late, 40);
+    assert!(late.closed_by_peer(), "the superseded connection is closed");
+    assert!(logged(&[&me, "superseded"]));
+    send_n(&mut new, 51);
+    wait_for(&calls, &["send Some(50)", "send Some(51)"]);
+    stays(&calls, &["send Some(50)", "send Some(51)"]);
+}
+
+/// A held connection that closes keeps its place: what it delivered is
+/// dispatched when its turn comes, before the connections after it.
+fn held_connection_that_closes_is_still_delivered(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut first = Raw::connect(&addr);
+    say_epoch(&mut first, 71, 1);
+    send_n(&mut first, 1);
+    wait_for(&calls, &["send Some(1)"]);
+    let mut second = Raw::connect(&addr);
+    say_epoch(&mut second, 71, 2);
+    send_n(&mut second, 2);
+    // Let the server read it before the close (which it would see next).
+    std::thread::sleep(Duration::from_millis(100));
+    drop(second);
+    let mut third = Raw::connect(&addr);
+    say_epoch(&mut third, 71, 3);
+    send_n(&mut third, 3);
+    stays(&calls, &["send Some(1)"]);
+    drop(first);
+    wait_for(&calls, &["send Some(1)", "send Some(2)", "send Some(3)"]);
+    send_n(&mut third, 4);
+    wait_for(
+        &calls,
+        &["send Some(1)", "send Some(2)", "send Some(3)", "send Some(4)"],
+    );
+}
+
+/// Two epochs on one connection: a protocol error, the connection is closed.
+fn second_epoch_on_a_connection_is_refused(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut raw = Raw::connect(&addr);
+    let me = raw.stream.local_addr().unwrap().to_string();
+    say_epoch(&mut raw, 81, 1);
+    send_n(&mut raw, 1);
+    say_epoch(&mut raw, 81, 2);
+    assert!(raw.closed_by_peer());
+    assert!(logged(&[&me, "a second connection epoch"]));
+    wait_for(&calls, &["send Some(1)"]);
+}
+
+/// A ConnectionEpoch sent as an RPC, or with the wrong type, is refused with
+/// an RpcFailure; no endpoint sees it.
+fn malformed_epoch_is_answered_with_a_failure(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut raw = Raw::connect(&addr);
+    raw.rpc(3, epoch_body(91, 1)).unwrap();
+    match raw.next_frame() {
+        Some(Frame::RpcFailure { request_id: 3, error }) => {
+            assert!(error.contains("one-way"), "{error}")
+        }
+        other => panic!("expected an RpcFailure, got {other:?}"),
+    }
+    raw.rpc(4, envelope(fingerprint::<u64>(), CONNECTION_EPOCH_NAME, &[0; 16]))
+        .unwrap();
+    match raw.next_frame() {
+        Some(Frame::RpcFailure { request_id: 4, error }) => {
+            assert!(error.contains("ConnectionEpoch"), "{error}")
+        }
+        other => panic!("expected an RpcFailure, got {other:?}"),
+    }
+    assert_eq!(messages(&calls), Vec::<String>::new());
+}
+
+/// The epoch's receiver name is reserved.
+#[test]
+fn the_epoch_name_is_reserved() {
+    let (server, _calls, _addr) = server(IoMode::Epoll, 60_000);
+    let (w, _) = Watcher::new();
+    match server.setup_endpoint(CONNECTION_EPOCH_NAME, w) {
+        Err(RpcError::EndpointAlreadyExists { name }) => assert_eq!(name, CONNECTION_EPOCH_NAME),
+        other => panic!("expected EndpointAlreadyExists, got {:?}", other.map(|_| ())),
+    }
+}
+
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $case() { super::$case(transport::IoMode::Epoll); })*
+        }
+        mod io_uring {
+            $(#[test] fn $case() { super::$case(transport::IoMode::IoUring); })*
+        }
+    };
+}
+
+cases!(
+    newer_connection_waits_for_the_older_to_close,
+    other_senders_are_not_held,
+    handover_timeout_closes_the_older_connection,
+    older_epoch_is_fenced,
+    held_connection_that_closes_is_still_delivered,
+    second_epoch_on_a_connection_is_refused,
+    malformed_epoch_is_answered_with_a_failure,
+);
