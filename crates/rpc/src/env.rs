@@ -15,7 +15,7 @@ use crate::endpoint::RpcEndpoint;
 use crate::endpoint_ref::RpcEndpointRef;
 use crate::error::RpcError;
 use crate::handler::RpcHandler;
-use crate::handover::CONNECTION_EPOCH_NAME;
+use crate::handover::{CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME};
 use crate::inbox_limits::{EndpointOptions, InboxFullPolicy, InboxLimits, InboxStats};
 use crate::message::RpcMessage;
 use crate::outbox::Outbox;
@@ -256,7 +256,7 @@ impl RpcEnv {
         options: EndpointOptions,
     ) -> Result<RpcEndpointRef<E::Message, E::Reply>, RpcError> {
         self.inner.check_running()?;
-        if name == CONNECTION_EPOCH_NAME {
+        if name == CONNECTION_EPOCH_NAME || name == CONNECTION_ACK_NAME {
             // Reserved: the RpcHandler takes every message sent to this name.
             return Err(RpcError::EndpointAlreadyExists { name: name.into() });
         }

@@ -17,9 +17,13 @@ use crate::dispatcher::Dispatcher;
 use crate::env::EnvInner;
 use crate::envelope;
 use crate::error::RpcError;
-use crate::handover::{Admit, CONNECTION_EPOCH_NAME, ConnectionEpoch, Handover, Release};
+use crate::handover::{
+    ACK_BYTES, ACK_EVERY, Admit, CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch,
+    Handover, InboundConn, Release, Resend,
+};
 use crate::inbox::SystemEvent;
 use crate::message::{RpcMessage, type_fingerprint};
+use crate::outbox::OutboundConn;
 
 pub(crate) struct RpcHandler {
     pub(crate) env: OnceLock<Weak<EnvInner>>,
@@ -74,6 +78,9 @@ impl RpcHandler {
         if env.receiver.as_ref() == CONNECTION_EPOCH_NAME.as_bytes() {
             return self.connection_epoch(client, &env, reply);
         }
+        if env.receiver.as_ref() == CONNECTION_ACK_NAME.as_bytes() {
+            return self.connection_ack(client, &env, reply);
+        }
         self.track(client, env.sender.as_ref());
         let sender = self.sender(client, env.sender.clone());
         let local = self.local_address.get().map_or("this RpcEnv", String::as_str);
@@ -100,14 +107,57 @@ impl RpcHandler {
         if env.fingerprint != type_fingerprint::<ConnectionEpoch>() {
             return Err(invalid("the message type is not ConnectionEpoch".into()));
         }
-        let epoch = ConnectionEpoch::access(&env.payload)?;
-        let (instance, epoch) = (epoch.instance.to_native(), epoch.epoch.to_native());
+        let m = ConnectionEpoch::access(&env.payload)?;
+        let (instance, epoch) = (m.instance.to_native(), m.epoch.to_native());
+        let resend = Resend {
+            first_seq: m.first_seq.to_native(),
+            count: m.resend_count.to_native(),
+        };
         let timer = self.env.get().and_then(Weak::upgrade).map(|e| e.timeouts.clone());
-        if let Err(reason) = self.handover.on_epoch(client, instance, epoch, timer.as_ref()) {
+        if let Err(reason) = self
+            .handover
+            .on_epoch(client, instance, epoch, resend, timer.as_ref())
+        {
             tracing::warn!(peer = %client.peer_addr(), %reason, "closing the connection: protocol error");
             client.close();
         }
         Ok(())
+    }
+
+    /// Handles a [`ConnectionAck`] that arrived on a connection an Outbox opened.
+    fn connection_ack(
+        &self,
+        client: &TransportClient,
+        env: &envelope::Envelope,
+        reply: Option<i64>,
+    ) -> Result<(), RpcError> {
+        let invalid = |reason: String| RpcError::InvalidMessage {
+            type_name: "ConnectionAck",
+            reason,
+        };
+        if reply.is_some() {
+            return Err(invalid(
+                "a connection ack is a one-way message, not an RPC".into(),
+            ));
+        }
+        if env.fingerprint != type_fingerprint::<ConnectionAck>() {
+            return Err(invalid("the message type is not ConnectionAck".into()));
+        }
+        let m = ConnectionAck::access(&env.payload)?;
+        let Some(outbound) = client.attachment::<OutboundConn>() else {
+            return Err(invalid("an ack on a connection this RpcEnv did not open".into()));
+        };
+        outbound.acknowledged(m.epoch.to_native(), m.one_ways.to_native());
+        Ok(())
+    }
+
+    /// Acknowledges the first `one_ways` one-ways of an inbound connection.
+    fn send_ack(&self, client: &TransportClient, epoch: u64, one_ways: u64) {
+        let ack = ConnectionAck { epoch, one_ways };
+        if let Ok(body) = envelope::encode(None, CONNECTION_ACK_NAME, &ack) {
+            // A closed connection needs no ack: its sender resends what is unacknowledged.
+            let _ = client.send_one_way(body);
+        }
     }
 
     /// Posts one frame's message, answering a failed RPC with an RpcFailure
@@ -158,8 +208,20 @@ impl TransportHandler for RpcHandler {
     }
 
     fn receive_one_way(&self, client: &TransportClient, body: Bytes) {
+        let counted = client.attachment::<InboundConn>().map(|c| {
+            (
+                c.epoch,
+                c.one_ways.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
+            )
+        });
         if let Admit::Dispatch(body, reply) = self.handover.admit(client, body, None) {
+            let large = body.len() >= ACK_BYTES;
             self.deliver(client, body, reply);
+            if let Some((epoch, n)) = counted
+                && (large || n % ACK_EVERY == 0)
+            {
+                self.send_ack(client, epoch, n);
+            }
         }
     }
 
@@ -171,6 +233,9 @@ impl TransportHandler for RpcHandler {
     fn channel_inactive(&self, client: &TransportClient) {
         if let Some(turn) = self.handover.on_closed(client) {
             self.release(turn);
+        }
+        if let Some(outbound) = client.attachment::<OutboundConn>() {
+            outbound.closed();
         }
         self.dropped
             .lock()

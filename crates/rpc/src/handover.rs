@@ -37,8 +37,27 @@
 //!   half-open old connection (its close lost on the network) must not stall
 //!   the new one for ever.
 //!
-//! Cost: one small frame per connection, and on the read path one atomic
-//! load per frame while no connection is held anywhere in the RpcEnv.
+//! **One-ways lost with a connection are sent again, once.** An Outbox
+//! numbers its one-ways 0, 1, 2, ... across all its connections (implicitly:
+//! a connection's `ConnectionEpoch` gives the number of its first one-way,
+//! and the rest follow in order). The receiver counts the one-way frames of
+//! each connection and every [`ACK_EVERY`]th (or one of [`ACK_BYTES`] or
+//! more) answers with a [`ConnectionAck`]: how many it has handled. The
+//! Outbox keeps each one-way it sent until an ack covers it. When it
+//! reconnects, it sends the unacknowledged ones first, and its
+//! `ConnectionEpoch` says so. The receiver remembers, per sender, the number
+//! after the last one-way it handled; once the previous connections have
+//! closed, that is final, and it drops the resent ones below it as
+//! duplicates. So while the receiving RpcEnv lives, a
+//! one-way accepted by `send` is handled exactly once even across connection
+//! drops; if reconnecting fails, the unacknowledged ones are dropped with a
+//! `warn` naming how many. A receiver that restarted has no count: it
+//! handles every resent one (at least once).
+//!
+//! Cost: one small frame per connection, one per [`ACK_EVERY`] one-ways back,
+//! a reference count per one-way kept by the sender, and on the read path
+//! one atomic load per frame while no connection is held anywhere in the
+//! RpcEnv, plus an atomic add per one-way.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -66,6 +85,50 @@ pub struct ConnectionEpoch {
     /// The Outbox's connection count to this destination: 1 for its first
     /// connection, one more per reconnect.
     pub epoch: u64,
+    /// The number of the first one-way on this connection: the Outbox's
+    /// one-ways are numbered from 0 across its connections, and this
+    /// connection's follow in order.
+    pub first_seq: u64,
+    /// How many of the first one-ways on this connection are sent again:
+    /// sent on an earlier connection and not acknowledged (a count).
+    pub resend_count: u64,
+}
+
+/// The receiver name of [`ConnectionAck`] messages. Reserved.
+pub const CONNECTION_ACK_NAME: &str = "connection-ack";
+
+/// What a receiver sends back on a connection that said its epoch: it has
+/// handled the first `one_ways` one-way messages of that connection (a
+/// cumulative count), so their sender may forget them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ConnectionAck {
+    /// The epoch of the connection acknowledged.
+    pub epoch: u64,
+    /// One-way messages of that connection handled so far (a count).
+    pub one_ways: u64,
+}
+
+/// A receiver acknowledges every this many one-ways of a connection (a count).
+pub const ACK_EVERY: u64 = 64;
+
+/// ... and at once any one-way of at least this many bytes, so that what a
+/// sender keeps is about [`ACK_EVERY`] small messages at most.
+pub const ACK_BYTES: usize = 64 * 1024;
+
+/// What the receiving side attaches to a connection that said its epoch.
+pub(crate) struct InboundConn {
+    pub(crate) epoch: u64,
+    /// The number of its first one-way ([`ConnectionEpoch::first_seq`]).
+    first_seq: u64,
+    /// One-way frames received on it (the epoch message not counted).
+    pub(crate) one_ways: std::sync::atomic::AtomicU64,
+}
+
+/// Which one-ways a new connection sends again: see [`ConnectionEpoch`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Resend {
+    pub(crate) first_seq: u64,
+    pub(crate) count: u64,
 }
 
 /// The default handover timeout, in milliseconds.
@@ -106,6 +169,31 @@ struct Conn {
     stage: Stage,
     /// The backend reported it closed (`channel_inactive`).
     closed: bool,
+    resend: Resend,
+    /// Resent one-ways still to drop as duplicates (the first ones on it).
+    skip: u64,
+}
+
+impl Conn {
+    /// Whether frames of this connection need the slow path of `admit`.
+    fn not_live(&self) -> bool {
+        !matches!(self.stage, Stage::Live) || self.skip > 0
+    }
+
+    /// Drops the first `skip` one-ways of `frames` (resent duplicates).
+    fn skip_duplicates(&mut self, frames: &mut Vec<KeptFrame>) {
+        if self.skip == 0 {
+            return;
+        }
+        frames.retain(|(_, reply)| {
+            if reply.is_none() && self.skip > 0 {
+                self.skip -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
 #[derive(Default)]
@@ -119,6 +207,9 @@ struct State {
     /// (to fence a late connection of an older epoch) for the last
     /// [`RETIRED_KEPT`] instances that have none open.
     newest: HashMap<u64, u64>,
+    /// Per instance, the number after the last one-way its closed
+    /// connections received: what a resend is counted against.
+    next_seq: HashMap<u64, u64>,
     /// Instances whose last connection closed, oldest first.
     retired: VecDeque<u64>,
 }
@@ -128,6 +219,24 @@ struct State {
 const RETIRED_KEPT: usize = 65_536;
 
 impl State {
+    /// How many resent one-ways `resend` makes duplicates: those of its
+    /// epoch the previous connection already delivered.
+    fn duplicates(&self, instance: u64, resend: Resend) -> u64 {
+        self.next_seq
+            .get(&instance)
+            .map_or(0, |next| next.saturating_sub(resend.first_seq).min(resend.count))
+    }
+
+    /// Records that `conn` of `instance` is gone, with the one-ways it received.
+    fn record_closed(&mut self, instance: u64, conn: &Conn) {
+        let Some(c) = conn.client.attachment::<InboundConn>() else {
+            return;
+        };
+        let end = c.first_seq.saturating_add(c.one_ways.load(Ordering::Acquire));
+        let next = self.next_seq.entry(instance).or_insert(0);
+        *next = (*next).max(end);
+    }
+
     /// `instance` has no open connection left: forget its connection list,
     /// and its newest epoch once [`RETIRED_KEPT`] newer instances retired.
     fn retire(&mut self, instance: u64) {
@@ -138,6 +247,7 @@ impl State {
                 && !self.senders.contains_key(&old)
             {
                 self.newest.remove(&old);
+                self.next_seq.remove(&old);
             }
         }
     }
@@ -181,8 +291,26 @@ impl Handover {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `change` on `conn`, keeping the count of connections that need
+    /// the slow path right.
+    fn update<R>(&self, conn: &mut Conn, change: impl FnOnce(&mut Conn) -> R) -> R {
+        let before = conn.not_live();
+        let r = change(conn);
+        match (before, conn.not_live()) {
+            (false, true) => {
+                self.not_live.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.not_live.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        r
+    }
+
     /// Called for every request and one-way frame before it is dispatched:
-    /// keeps it aside if its connection is held, drops it if fenced.
+    /// keeps it aside if its connection is held, drops it if fenced or if it
+    /// is a resent one-way already delivered.
     pub(crate) fn admit(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) -> Admit {
         if self.not_live.load(Ordering::Acquire) == 0 {
             return Admit::Dispatch(body, reply);
@@ -193,16 +321,23 @@ impl Handover {
             Some(None) => return Admit::Taken, // fenced
             Some(Some(instance)) => *instance,
         };
-        let conn = st
+        let Some(conn) = st
             .senders
             .get_mut(&instance)
-            .and_then(|conns| conns.iter_mut().find(|c| c.client.id() == client.id()));
-        match conn.map(|c| &mut c.stage) {
-            Some(Stage::Held { kept, .. } | Stage::Releasing { kept, .. }) => {
+            .and_then(|conns| conns.iter_mut().find(|c| c.client.id() == client.id()))
+        else {
+            return Admit::Dispatch(body, reply);
+        };
+        match &mut conn.stage {
+            Stage::Held { kept, .. } | Stage::Releasing { kept, .. } => {
                 kept.push((body, reply));
                 Admit::Taken
             }
-            _ => Admit::Dispatch(body, reply),
+            Stage::Live if reply.is_none() && conn.skip > 0 => {
+                self.update(conn, |c| c.skip -= 1);
+                Admit::Taken
+            }
+            Stage::Live => Admit::Dispatch(body, reply),
         }
     }
 
@@ -214,6 +349,7 @@ impl Handover {
         client: &TransportClient,
         instance: u64,
         epoch: u64,
+        resend: Resend,
         timer: Option<&Arc<TimeoutScheduler>>,
     ) -> Result<(), String> {
         let mut st = self.lock();
@@ -233,27 +369,36 @@ impl Handover {
             client.close();
             return Ok(());
         }
+        client.set_attachment(Arc::new(InboundConn {
+            epoch,
+            first_seq: resend.first_seq,
+            one_ways: std::sync::atomic::AtomicU64::new(0),
+        }));
         st.newest.insert(instance, epoch);
         st.by_conn.insert(client.id(), Some(instance));
-        let conns = st.senders.entry(instance).or_default();
-        let stage = if conns.is_empty() {
-            Stage::Live
-        } else {
-            self.not_live.fetch_add(1, Ordering::AcqRel);
-            Stage::Held {
-                kept: Vec::new(),
-                pause: client.pause_reading(),
-            }
-        };
-        let held = !matches!(stage, Stage::Live);
-        conns.push_back(Conn {
+        let first = st.senders.get(&instance).is_none_or(|c| c.is_empty());
+        let mut conn = Conn {
             client: client.clone(),
             epoch,
-            stage,
+            stage: Stage::Live,
             closed: false,
-        });
+            resend,
+            skip: 0,
+        };
+        if first {
+            conn.skip = st.duplicates(instance, resend);
+        } else {
+            conn.stage = Stage::Held {
+                kept: Vec::new(),
+                pause: client.pause_reading(),
+            };
+        }
+        if conn.not_live() {
+            self.not_live.fetch_add(1, Ordering::AcqRel);
+        }
+        st.senders.entry(instance).or_default().push_back(conn);
         drop(st);
-        if held {
+        if !first {
             tracing::debug!(
                 peer = %client.peer_addr(), epoch,
                 "holding a reconnected sender's new connection until its previous one has closed"
@@ -289,32 +434,43 @@ impl Handover {
             // (One being released closes its own turn in `release_step`.)
             return None;
         }
-        conns.pop_front();
+        let mut gone = conns.pop_front()?;
+        self.update(&mut gone, |c| c.skip = 0);
         st.by_conn.remove(&client.id());
+        st.record_closed(instance, &gone);
         self.next_turn(&mut st, instance)
     }
 
     /// Makes the front connection of `instance` (if any) the one being
-    /// released and returns its kept frames.
+    /// released and returns its kept frames, resent duplicates dropped.
     fn next_turn(&self, st: &mut State, instance: u64) -> Option<Release> {
-        let conns = st.senders.get_mut(&instance)?;
-        let Some(front) = conns.front_mut() else {
+        let duplicates = st
+            .senders
+            .get(&instance)?
+            .front()
+            .map(|c| st.duplicates(instance, c.resend));
+        let Some(duplicates) = duplicates else {
             st.retire(instance);
             return None;
         };
-        let stage = std::mem::replace(&mut front.stage, Stage::Live);
-        let Stage::Held { kept, pause } = stage else {
-            front.stage = stage;
-            return None;
-        };
-        front.stage = Stage::Releasing {
-            kept: Vec::new(),
-            _pause: pause,
-        };
-        Some(Release {
-            client: front.client.clone(),
-            frames: kept,
-            instance,
+        let front = st.senders.get_mut(&instance)?.front_mut()?;
+        self.update(front, |c| {
+            c.skip = duplicates;
+            let stage = std::mem::replace(&mut c.stage, Stage::Live);
+            let Stage::Held { mut kept, pause } = stage else {
+                c.stage = stage;
+                return None;
+            };
+            c.skip_duplicates(&mut kept);
+            c.stage = Stage::Releasing {
+                kept: Vec::new(),
+                _pause: pause,
+            };
+            Some(Release {
+                client: c.client.clone(),
+                frames: kept,
+                instance,
+            })
         })
     }
 
@@ -324,23 +480,30 @@ impl Handover {
     pub(crate) fn release_step(&self, done: Release) -> Option<Release> {
         let mut st = self.lock();
         let instance = done.instance;
-        let conns = st.senders.get_mut(&instance)?;
-        let front = conns.front_mut()?;
+        let front = st.senders.get_mut(&instance)?.front_mut()?;
         debug_assert_eq!(front.client.id(), done.client.id());
-        if let Stage::Releasing { kept, .. } = &mut front.stage
-            && !kept.is_empty()
-        {
+        let more = self.update(front, |c| {
+            let Stage::Releasing { kept, .. } = &mut c.stage else {
+                return None;
+            };
+            let mut frames = std::mem::take(kept);
+            c.skip_duplicates(&mut frames);
+            (!frames.is_empty()).then_some(frames)
+        });
+        if let Some(frames) = more {
             return Some(Release {
                 client: done.client,
-                frames: std::mem::take(kept),
+                frames,
                 instance,
             });
         }
-        let stage = std::mem::replace(&mut front.stage, Stage::Live);
-        self.not_live.fetch_sub(1, Ordering::AcqRel);
+        let stage = self.update(front, |c| std::mem::replace(&mut c.stage, Stage::Live));
         if front.closed {
-            conns.pop_front();
+            let conns = st.senders.get_mut(&instance)?;
+            let mut gone = conns.pop_front()?;
+            self.update(&mut gone, |c| c.skip = 0);
             st.by_conn.remove(&done.client.id());
+            st.record_closed(instance, &gone);
             let next = self.next_turn(&mut st, instance);
             drop(st);
             drop(stage);
@@ -377,7 +540,8 @@ impl Handover {
         }
     }
 
-    /// Connections held, releasing or fenced now (a count; for tests).
+    /// Connections held, releasing, skipping duplicates or fenced now (a
+    /// count; for tests).
     #[cfg(test)]
     pub(crate) fn not_live(&self) -> usize {
         self.not_live.load(Ordering::Acquire)

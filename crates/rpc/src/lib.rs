@@ -89,10 +89,13 @@ pub use endpoint::RpcEndpoint;
 pub use endpoint_ref::RpcEndpointRef;
 pub use env::{RpcEnv, RpcEnvHandle};
 pub use error::RpcError;
-pub use handover::{CONNECTION_EPOCH_NAME, ConnectionEpoch, DEFAULT_HANDOVER_TIMEOUT_MS};
+pub use handover::{
+    ACK_BYTES, ACK_EVERY, CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch,
+    DEFAULT_HANDOVER_TIMEOUT_MS,
+};
 pub use inbox_limits::{EndpointOptions, InboxFullPolicy, InboxStats, ParsePolicyError};
 pub use message::{ArchiveWriter, Msg, RpcMessage};
-pub use outbox::{CONNECT_RETRY_INITIAL, CONNECT_RETRY_MAX};
+pub use outbox::{CONNECT_RETRY_INITIAL, CONNECT_RETRY_MAX, PROACTIVE_RECONNECTS};
 pub use promise::AskFuture;
 pub use verifier::{CheckExistence, VERIFIER_NAME};
 

@@ -21,9 +21,16 @@
 //! until the older one has closed and all it delivered was dispatched, so a
 //! message never overtakes one sent before it on an earlier connection
 //! (see `handover`).
+//!
+//! **One-ways lost with a connection.** The outbox keeps every one-way it
+//! wrote until the receiver's [`ConnectionAck`](crate::ConnectionAck) covers
+//! it (a reference to the encoded body, no copy). On reconnect it sends the
+//! unacknowledged ones first, and the receiver drops those it had already
+//! handled. If connecting fails, they are dropped with one `warn` naming
+//! how many, as the queued ones fail.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,12 +60,17 @@ impl Refused {
 }
 
 impl OutboxMessage {
-    /// Hands the message to `client`'s send queue; on refusal gives it back.
-    fn send_with(self, client: &TransportClient) -> Result<(), Box<Refused>> {
+    /// Hands the message to `client`'s send queue, and a one-way's body to
+    /// `retained` (kept until acknowledged); on refusal gives it back.
+    fn send_with(self, client: &TransportClient, retained: &mut Retained) -> Result<(), Box<Refused>> {
         match self {
-            Self::OneWay(body) => client
-                .send_one_way(body.clone())
-                .map_err(|e| Box::new(Refused(Self::OneWay(body), e))),
+            Self::OneWay(body) => match client.send_one_way(body.clone()) {
+                Ok(()) => {
+                    retained.bodies.push_back(body);
+                    Ok(())
+                }
+                Err(e) => Err(Box::new(Refused(Self::OneWay(body), e))),
+            },
             Self::Rpc(body, callback) => client
                 .send_rpc_with(body.clone(), callback)
                 .map(drop)
@@ -77,6 +89,10 @@ impl OutboxMessage {
     }
 }
 
+/// Reconnects in a row that an outbox makes by itself to resend
+/// unacknowledged one-ways, with no ack in between (a count).
+pub const PROACTIVE_RECONNECTS: u32 = 3;
+
 /// The wait after the first failed connect attempt.
 pub const CONNECT_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// The longest wait between connect attempts.
@@ -89,8 +105,59 @@ fn backoff(failures: u32) -> Duration {
         .min(CONNECT_RETRY_MAX)
 }
 
+/// The one-ways written and not yet acknowledged. One-ways are numbered
+/// from 0 across the outbox's connections; these are numbers
+/// `first .. first + bodies.len()`, and the next one sent gets the number after.
+#[derive(Default)]
+struct Retained {
+    /// Their encoded bodies, oldest first.
+    bodies: VecDeque<Bytes>,
+    /// The number of the first.
+    first: u64,
+}
+
+/// What an outbox attaches to each connection it opens, so that the
+/// connection's [`ConnectionAck`](crate::ConnectionAck)s find it.
+pub(crate) struct OutboundConn {
+    outbox: Weak<Outbox>,
+    epoch: u64,
+    /// The number of the connection's first one-way.
+    first_seq: u64,
+}
+
+impl OutboundConn {
+    /// The connection closed: see [`Outbox::connection_lost`].
+    pub(crate) fn closed(&self) {
+        if let Some(outbox) = self.outbox.upgrade() {
+            outbox.connection_lost(self.epoch);
+        }
+    }
+
+    /// The receiver has handled the first `one_ways` one-ways of the
+    /// connection of `epoch`: forget them.
+    pub(crate) fn acknowledged(&self, epoch: u64, one_ways: u64) {
+        let Some(outbox) = self.outbox.upgrade() else {
+            return;
+        };
+        if epoch != self.epoch {
+            return;
+        }
+        let mut st = outbox.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        let through = self.first_seq.saturating_add(one_ways);
+        st.proactive_reconnects = 0;
+        let r = &mut st.retained;
+        while r.first < through && r.bodies.pop_front().is_some() {
+            r.first += 1;
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
+    retained: Retained,
     client: Option<TransportClient>,
     queue: VecDeque<OutboxMessage>,
     connecting: bool,
@@ -102,6 +169,8 @@ struct State {
     last_error: Option<TransportError>,
     /// Connections opened so far (the epoch of the newest).
     epoch: u64,
+    /// Reconnects made by [`Outbox::connection_lost`] since the last ack.
+    proactive_reconnects: u32,
 }
 
 /// The outbox of one remote address.
@@ -141,17 +210,29 @@ impl Outbox {
             msg.fail(&self.address, &TransportError::Shutdown);
             return;
         }
-        if let Some(client) = st.client.as_ref().filter(|c| c.is_active())
-            && st.queue.is_empty()
+        let State {
+            client,
+            queue,
+            retained,
+            ..
+        } = &mut *st;
+        let mut msg = msg;
+        if let Some(client) = client.as_ref().filter(|c| c.is_active())
+            && queue.is_empty()
         {
             // Sent under the lock so that a message never overtakes one queued before it;
             // a refusal is reported after the lock is released.
-            let sent = msg.send_with(client);
-            drop(st);
-            if let Err(refused) = sent {
-                refused.fail(&self.address);
+            match msg.send_with(client, retained) {
+                Ok(()) => return,
+                // The connection closed just now: a one-way waits for the
+                // next one, like a message sent while disconnected.
+                Err(refused) if matches!(refused.0, OutboxMessage::OneWay(_)) => msg = refused.0,
+                Err(refused) => {
+                    drop(st);
+                    refused.fail(&self.address);
+                    return;
+                }
             }
-            return;
         }
         st.client = None;
         if !st.connecting
@@ -211,20 +292,45 @@ impl Outbox {
                     return;
                 }
                 st.epoch += 1;
+                client.set_attachment(Arc::new(OutboundConn {
+                    outbox: Arc::downgrade(&self),
+                    epoch: st.epoch,
+                    first_seq: st.retained.first,
+                }));
                 let hello = ConnectionEpoch {
                     instance: self.instance,
                     epoch: st.epoch,
+                    first_seq: st.retained.first,
+                    resend_count: st.retained.bodies.len() as u64,
                 };
-                // First on the connection. If it is refused, the connection is
-                // already closed and so is every message queued after it.
+                // First on the connection, then the unacknowledged one-ways of
+                // the previous one, then what queued meanwhile. If the
+                // connection refuses them, it is already closed: what was not
+                // written stays kept for the next connection.
                 if let Ok(body) = envelope::encode(None, CONNECTION_EPOCH_NAME, &hello) {
                     let _ = client.send_one_way(body);
                 }
-                let refused: Vec<Box<Refused>> = st
-                    .queue
-                    .drain(..)
-                    .filter_map(|msg| msg.send_with(&client).err())
-                    .collect();
+                for body in &st.retained.bodies {
+                    if client.send_one_way(body.clone()).is_err() {
+                        tracing::debug!(address = %self.address, "the new connection closed while resending");
+                        break;
+                    }
+                }
+                let State { queue, retained, .. } = &mut *st;
+                let mut refused: Vec<Box<Refused>> = Vec::new();
+                for msg in queue.drain(..) {
+                    match msg.send_with(&client, retained) {
+                        Ok(()) => {}
+                        // Closed already: kept, and sent with the unacknowledged
+                        // ones on the next connection.
+                        Err(r) if matches!(r.0, OutboxMessage::OneWay(_)) => {
+                            if let OutboxMessage::OneWay(body) = r.0 {
+                                retained.bodies.push_back(body);
+                            }
+                        }
+                        Err(r) => refused.push(r),
+                    }
+                }
                 st.client = Some(client);
                 drop(st);
                 for r in refused {
@@ -238,7 +344,16 @@ impl Outbox {
                 let wait = backoff(st.failures);
                 st.retry_at = Some(Instant::now() + wait);
                 st.last_error = Some(e.clone());
+                let unacknowledged = st.retained.bodies.len();
+                st.retained.bodies.clear();
+                st.retained.first += unacknowledged as u64;
                 drop(st);
+                if unacknowledged > 0 {
+                    tracing::warn!(
+                        address = %self.address, error = %e, dropped = unacknowledged,
+                        "one-way messages sent on a lost connection and not acknowledged were dropped: reconnecting failed"
+                    );
+                }
                 tracing::warn!(
                     address = %self.address, error = %e, retry_in = ?wait,
                     "connecting failed; queued messages fail, and so do new ones until the retry"
@@ -257,8 +372,43 @@ impl Outbox {
 
     /// Fails what is queued and refuses further messages (Spark's `Outbox.stop`).
     pub(crate) fn stop(&self) {
-        self.lock().stopped = true;
+        let unacknowledged = {
+            let mut st = self.lock();
+            st.stopped = true;
+            let n = st.retained.bodies.len();
+            st.retained.bodies.clear();
+            n
+        };
+        if unacknowledged > 0 {
+            tracing::debug!(
+                address = %self.address, unacknowledged,
+                "stopping with one-way messages sent but not yet acknowledged (most are handled; no more acks come)"
+            );
+        }
         self.fail_queued(&TransportError::Shutdown);
+    }
+
+    /// The connection of `epoch` closed. If one-ways sent on it are not
+    /// acknowledged, reconnects now to send them again, rather than at the
+    /// next message; after [`PROACTIVE_RECONNECTS`] such reconnects in a row
+    /// with no ack in between (a peer that closes every connection), waits
+    /// for the next message.
+    pub(crate) fn connection_lost(self: &Arc<Self>, epoch: u64) {
+        let mut st = self.lock();
+        if st.stopped
+            || st.connecting
+            || st.epoch != epoch
+            || st.retained.bodies.is_empty()
+            || st.proactive_reconnects >= PROACTIVE_RECONNECTS
+            || st.retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
+        st.proactive_reconnects += 1;
+        st.client = None;
+        st.connecting = true;
+        drop(st);
+        self.launch_connect();
     }
 }
 

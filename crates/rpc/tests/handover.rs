@@ -10,17 +10,28 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rpc::{CONNECTION_EPOCH_NAME, ConnectionEpoch, RpcEnv, RpcError};
+use rpc::{
+    ACK_EVERY, CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch, RpcEnv, RpcError,
+};
 use support::raw::{Raw, envelope, fingerprint, u64_envelope};
 use support::watch::{Calls, Watcher, messages};
 use support::{capture_logs, logged, server_with};
 use transport::{EncodedFrame, Frame, IoMode};
 
 /// The body of a [`ConnectionEpoch`] message, as the wire format says: the
-/// envelope, then the rkyv archive of two `u64`s (little-endian, unaligned).
-fn epoch_body(instance: u64, epoch: u64) -> Bytes {
-    let payload = [instance.to_le_bytes(), epoch.to_le_bytes()].concat();
+/// envelope, then the rkyv archive of four `u64`s (little-endian, unaligned):
+/// instance, epoch, the number of the connection's first one-way, and how
+/// many of its first one-ways are resent.
+fn resend_epoch_body(instance: u64, epoch: u64, resend: [u64; 2]) -> Bytes {
+    let payload: Vec<u8> = [instance, epoch, resend[0], resend[1]]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     envelope(fingerprint::<ConnectionEpoch>(), CONNECTION_EPOCH_NAME, &payload)
+}
+
+fn epoch_body(instance: u64, epoch: u64) -> Bytes {
+    resend_epoch_body(instance, epoch, [0; 2])
 }
 
 fn one_way(raw: &mut Raw, body: Bytes) {
@@ -230,6 +241,79 @@ fn malformed_epoch_is_answered_with_a_failure(mode: IoMode) {
     assert_eq!(messages(&calls), Vec::<String>::new());
 }
 
+/// Every 64th one-way of a connection that said its epoch is acknowledged
+/// with a ConnectionAck of the count; a connection without an epoch gets none.
+fn one_ways_are_acknowledged(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut raw = Raw::connect(&addr);
+    say_epoch(&mut raw, 101, 3);
+    for n in 0..ACK_EVERY {
+        send_n(&mut raw, n);
+    }
+    match raw.next_frame() {
+        Some(Frame::OneWayMessage { body }) => {
+            let want = envelope(
+                fingerprint::<ConnectionAck>(),
+                CONNECTION_ACK_NAME,
+                &[3u64.to_le_bytes(), ACK_EVERY.to_le_bytes()].concat(),
+            );
+            assert_eq!(body, want, "ConnectionAck {{ epoch: 3, one_ways: {ACK_EVERY} }}");
+        }
+        other => panic!("expected a ConnectionAck, got {other:?}"),
+    }
+    let mut plain = Raw::connect(&addr);
+    for n in 0..ACK_EVERY {
+        send_n(&mut plain, n);
+    }
+    plain.rpc(1, u64_envelope("w", 1)).unwrap();
+    match plain.next_frame() {
+        Some(Frame::RpcResponse { request_id: 1, .. }) => {}
+        other => panic!("only the answer, no ack: got {other:?}"),
+    }
+    assert_eq!(messages(&calls).len() as u64, 2 * ACK_EVERY + 1);
+}
+
+/// One-ways resent on a new connection that the old one had delivered are
+/// dropped; the rest are delivered, in order.
+fn resent_one_ways_are_delivered_once(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut old = Raw::connect(&addr);
+    say_epoch(&mut old, 111, 1);
+    for n in 1..=3 {
+        send_n(&mut old, n);
+    }
+    wait_for(&calls, &["send Some(1)", "send Some(2)", "send Some(3)"]);
+    drop(old);
+    // The sender saw no ack: it resends its four one-ways from number 0
+    // (the fourth was lost with the connection).
+    let mut new = Raw::connect(&addr);
+    one_way(&mut new, resend_epoch_body(111, 2, [0, 4]));
+    for n in 1..=4 {
+        send_n(&mut new, n);
+    }
+    send_n(&mut new, 5);
+    wait_for(
+        &calls,
+        &[
+            "send Some(1)",
+            "send Some(2)",
+            "send Some(3)",
+            "send Some(4)",
+            "send Some(5)",
+        ],
+    );
+    stays(
+        &calls,
+        &[
+            "send Some(1)",
+            "send Some(2)",
+            "send Some(3)",
+            "send Some(4)",
+            "send Some(5)",
+        ],
+    );
+}
+
 /// The epoch's receiver name is reserved.
 #[test]
 fn the_epoch_name_is_reserved() {
@@ -260,4 +344,6 @@ cases!(
     held_connection_that_closes_is_still_delivered,
     second_epoch_on_a_connection_is_refused,
     malformed_epoch_is_answered_with_a_failure,
+    one_ways_are_acknowledged,
+    resent_one_ways_are_delivered_once,
 );

@@ -22,10 +22,11 @@
 //! last one dropped wakes it ([`FrameSink::wake_reader`]). The RPC layer does
 //! this when an endpoint's inbox is full and its policy is to wait.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -141,6 +142,8 @@ struct Inner {
     in_flight_requests: AtomicUsize,
     /// [`ReadPause`]s held by the layer above.
     read_pauses: AtomicUsize,
+    /// State the layer above keeps with this connection.
+    attachment: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 /// A handle to one connection. Cheap to clone; all clones are the same connection.
@@ -187,6 +190,7 @@ impl TransportClient {
                 queued_bytes: AtomicUsize::new(0),
                 in_flight_requests: AtomicUsize::new(0),
                 read_pauses: AtomicUsize::new(0),
+                attachment: OnceLock::new(),
             }),
         }
     }
@@ -269,6 +273,19 @@ impl TransportClient {
     /// [`ReadPause`]s now held on this connection (a count).
     pub fn read_pauses(&self) -> usize {
         self.inner.read_pauses.load(Ordering::SeqCst)
+    }
+
+    /// Attaches `value` to this connection, for the layer above to find again
+    /// from any handle of it (Netty's `Channel.attr`). Set once: returns
+    /// `false`, and drops `value`, if the connection already has one.
+    pub fn set_attachment(&self, value: Arc<dyn Any + Send + Sync>) -> bool {
+        self.inner.attachment.set(value).is_ok()
+    }
+
+    /// The value attached with [`set_attachment`](Self::set_attachment), if
+    /// it is a `T`. One atomic load and a type-id compare.
+    pub fn attachment<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.attachment.get()?.downcast_ref::<T>()
     }
 
     /// Reports that `bytes` bytes of queued frames were written to the socket

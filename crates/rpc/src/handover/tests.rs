@@ -49,6 +49,12 @@ fn frame(n: u8) -> Bytes {
     Bytes::from(vec![n])
 }
 
+impl Admit {
+    fn is_dispatch(&self) -> bool {
+        matches!(self, Admit::Dispatch(..))
+    }
+}
+
 /// Admits `n` on `c`: `Some(n)` if it is to be dispatched now.
 fn admit(h: &Handover, c: &TransportClient, n: u8) -> Option<u8> {
     match h.admit(c, frame(n), None) {
@@ -83,8 +89,8 @@ fn newer_connection_is_held_then_released_in_order() {
     let h = Handover::new(Duration::from_secs(1));
     let (old, _) = conn(1);
     let (new, new_probe) = conn(2);
-    h.on_epoch(&old, 7, 1, None).unwrap();
-    h.on_epoch(&new, 7, 2, None).unwrap();
+    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&new, 7, 2, Resend::default(), None).unwrap();
     assert_eq!((h.not_live(), new.read_pauses()), (1, 1));
     assert_eq!(admit(&h, &new, 10), None, "kept");
     assert_eq!(admit(&h, &new, 11), None, "kept");
@@ -104,11 +110,11 @@ fn a_closed_held_connection_keeps_its_turn() {
     let (a, _) = conn(1);
     let (b, _) = conn(2);
     let (c, _) = conn(3);
-    h.on_epoch(&a, 7, 1, None).unwrap();
-    h.on_epoch(&b, 7, 2, None).unwrap();
+    h.on_epoch(&a, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&b, 7, 2, Resend::default(), None).unwrap();
     assert_eq!(admit(&h, &b, 20), None);
     assert!(h.on_closed(&b).is_none(), "not its turn yet");
-    h.on_epoch(&c, 7, 3, None).unwrap();
+    h.on_epoch(&c, 7, 3, Resend::default(), None).unwrap();
     assert_eq!(admit(&h, &c, 30), None);
     assert_eq!(
         release_all(&h, h.on_closed(&a)),
@@ -125,8 +131,8 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
     let h = Handover::new(Duration::from_secs(1));
     let (new, _) = conn(1);
     let (late, late_probe) = conn(2);
-    h.on_epoch(&new, 7, 5, None).unwrap();
-    h.on_epoch(&late, 7, 5, None).unwrap();
+    h.on_epoch(&new, 7, 5, Resend::default(), None).unwrap();
+    h.on_epoch(&late, 7, 5, Resend::default(), None).unwrap();
     assert!(late_probe.closed.load(Ordering::SeqCst), "closed");
     assert_eq!(admit(&h, &late, 1), None, "dropped");
     assert_eq!(admit(&h, &new, 2), Some(2));
@@ -135,7 +141,7 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
     // The newest epoch outlives the connections, so a later straggler is fenced too.
     assert!(h.on_closed(&new).is_none());
     let (straggler, straggler_probe) = conn(3);
-    h.on_epoch(&straggler, 7, 4, None).unwrap();
+    h.on_epoch(&straggler, 7, 4, Resend::default(), None).unwrap();
     assert!(straggler_probe.closed.load(Ordering::SeqCst));
     assert!(h.on_closed(&straggler).is_none());
 }
@@ -144,8 +150,8 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
 fn a_second_epoch_on_one_connection_is_an_error() {
     let h = Handover::new(Duration::from_secs(1));
     let (a, _) = conn(1);
-    h.on_epoch(&a, 7, 1, None).unwrap();
-    assert!(h.on_epoch(&a, 7, 2, None).is_err());
+    h.on_epoch(&a, 7, 1, Resend::default(), None).unwrap();
+    assert!(h.on_epoch(&a, 7, 2, Resend::default(), None).is_err());
 }
 
 #[test]
@@ -153,8 +159,8 @@ fn expiry_closes_the_live_connection_only_while_one_is_held() {
     let h = Handover::new(Duration::from_secs(1));
     let (old, old_probe) = conn(1);
     let (new, _) = conn(2);
-    h.on_epoch(&old, 7, 1, None).unwrap();
-    h.on_epoch(&new, 7, 2, None).unwrap();
+    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&new, 7, 2, Resend::default(), None).unwrap();
     h.expire(7, 3);
     assert!(!old_probe.closed.load(Ordering::SeqCst), "no such epoch held");
     h.expire(7, 2);
@@ -173,13 +179,102 @@ fn retired_instances_are_bounded() {
     let h = Handover::new(Duration::from_secs(1));
     for i in 0..(RETIRED_KEPT as u64 + 10) {
         let (c, _) = conn(i);
-        h.on_epoch(&c, i, 1, None).unwrap();
+        h.on_epoch(&c, i, 1, Resend::default(), None).unwrap();
         assert!(h.on_closed(&c).is_none());
     }
     let st = h.lock();
     assert!(st.senders.is_empty());
     assert_eq!(st.newest.len(), RETIRED_KEPT);
     assert!(!st.newest.contains_key(&0), "the oldest is forgotten");
+}
+
+/// A new connection whose first one-way is number `first_seq`, the first
+/// `count` of them sent again.
+fn resend(first_seq: u64, count: u64) -> Resend {
+    Resend { first_seq, count }
+}
+
+/// Counts a one-way received on `c`, as the handler does before `admit`.
+fn receive(h: &Handover, c: &TransportClient, n: u8) -> Option<u8> {
+    if let Some(conn) = c.attachment::<InboundConn>() {
+        conn.one_ways.fetch_add(1, Ordering::AcqRel);
+    }
+    admit(h, c, n)
+}
+
+#[test]
+fn resent_one_ways_already_delivered_are_dropped_once() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (old, _) = conn(1);
+    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
+    for n in 1..=3 {
+        assert_eq!(receive(&h, &old, n), Some(n));
+    }
+    assert!(h.on_closed(&old).is_none());
+    // The sender had an ack for the first one (number 0): it resends numbers
+    // 1, 2 and 3 (the last lost with the old connection).
+    let (new, _) = conn(2);
+    h.on_epoch(&new, 7, 2, resend(1, 3), None).unwrap();
+    assert_eq!(h.not_live(), 1, "two duplicates to drop");
+    assert_eq!(receive(&h, &new, 2), None, "duplicate");
+    assert_eq!(h.lock().senders[&7][0].skip, 1);
+    assert!(
+        h.admit(&new, frame(9), Some(1)).is_dispatch(),
+        "asks are never skipped"
+    );
+    assert_eq!(receive(&h, &new, 3), None, "duplicate");
+    assert_eq!(h.not_live(), 0);
+    assert_eq!(
+        receive(&h, &new, 4),
+        Some(4),
+        "lost on the old connection: delivered"
+    );
+}
+
+#[test]
+fn duplicates_among_kept_frames_are_dropped_at_release() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (old, _) = conn(1);
+    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
+    let (new, _) = conn(2);
+    // Resends everything from number 0: three one-ways.
+    h.on_epoch(&new, 7, 2, resend(0, 3), None).unwrap();
+    assert_eq!(receive(&h, &new, 1), None, "kept");
+    assert_eq!(receive(&h, &old, 1), Some(1));
+    assert_eq!(receive(&h, &new, 2), None, "kept");
+    assert_eq!(receive(&h, &old, 2), Some(2));
+    // The old connection closes having delivered 1 and 2; 3 was lost with it.
+    let turn = h.on_closed(&old);
+    assert_eq!(receive(&h, &new, 3), None, "kept while releasing");
+    assert_eq!(release_all(&h, turn), [(2, 3)], "1 and 2 dropped as duplicates");
+    assert_eq!(h.not_live(), 0);
+    assert_eq!(receive(&h, &new, 4), Some(4));
+}
+
+#[test]
+fn a_resend_from_a_sender_not_seen_is_delivered_whole() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (new, _) = conn(1);
+    h.on_epoch(&new, 7, 3, resend(5, 2), None).unwrap();
+    assert_eq!(h.not_live(), 0);
+    assert_eq!(receive(&h, &new, 1), Some(1));
+}
+
+#[test]
+fn numbers_carry_across_a_connection_the_receiver_never_saw() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (first, _) = conn(1);
+    h.on_epoch(&first, 7, 1, Resend::default(), None).unwrap();
+    for n in 0..4 {
+        assert_eq!(receive(&h, &first, n), Some(n));
+    }
+    assert!(h.on_closed(&first).is_none());
+    // Epoch 2 resent numbers 2.. and never reached this receiver; epoch 3
+    // resends from number 2 again, six one-ways (2..8).
+    let (third, _) = conn(3);
+    h.on_epoch(&third, 7, 3, resend(2, 6), None).unwrap();
+    let got: Vec<_> = (2..8).filter_map(|n| receive(&h, &third, n)).collect();
+    assert_eq!(got, [4, 5, 6, 7], "2 and 3 were delivered on epoch 1");
 }
 
 #[test]

@@ -103,6 +103,9 @@ pub struct DropLog {
     pub unreachable: AtomicU64,
     /// Server: "dropping a one-way message" (logged at the 1st, 10th, 100th, ... per connection).
     pub refused: AtomicU64,
+    /// Outbox: one-ways "not acknowledged were dropped" when reconnecting
+    /// failed: the sum of the `dropped=N` of those lines.
+    pub unacknowledged: AtomicU64,
     /// "could not deliver a reply": an ask's answer lost with its connection.
     pub reply_undelivered: AtomicU64,
     /// Other warnings and errors.
@@ -117,7 +120,15 @@ impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
         for line in text.lines() {
-            let counter = if line.contains("a one-way message was dropped") {
+            let counter = if line.contains("not acknowledged were dropped") {
+                let n = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("dropped="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                self.0.unacknowledged.fetch_add(n, Ordering::Relaxed);
+                continue;
+            } else if line.contains("a one-way message was dropped") {
                 &self.0.unreachable
             } else if line.contains("dropping a one-way message") {
                 &self.0.refused
@@ -141,12 +152,14 @@ impl Write for Writer {
 }
 
 impl DropLog {
-    /// The counts (unreachable, refused, reply_undelivered, other), and forgets the lines.
-    pub fn take(&self) -> [u64; 4] {
+    /// The counts (unreachable, refused, unacknowledged, reply_undelivered,
+    /// other), and forgets the lines.
+    pub fn take(&self) -> [u64; 5] {
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).clear();
         [
             self.unreachable.swap(0, Ordering::Relaxed),
             self.refused.swap(0, Ordering::Relaxed),
+            self.unacknowledged.swap(0, Ordering::Relaxed),
             self.reply_undelivered.swap(0, Ordering::Relaxed),
             self.other.swap(0, Ordering::Relaxed),
         ]

@@ -236,3 +236,13 @@ fn read_pauses_hold_reading_until_the_last_is_dropped_which_wakes_the_reader() {
     drop(late);
     assert_eq!(c.read_pauses(), 0);
 }
+
+#[test]
+fn attachment_is_set_once_and_typed() {
+    let (c, _, _) = client(&TransportConf::default());
+    assert!(c.attachment::<u32>().is_none());
+    assert!(c.set_attachment(Arc::new(7u32)));
+    assert!(!c.set_attachment(Arc::new(8u32)), "set once");
+    assert_eq!(c.clone().attachment::<u32>(), Some(&7));
+    assert!(c.attachment::<u64>().is_none(), "another type");
+}
