@@ -314,14 +314,42 @@ fn resent_one_ways_are_delivered_once(mode: IoMode) {
     );
 }
 
+/// An RpcEnv's one-ways that were sent but not acknowledged when the
+/// receiver went away are dropped with a warning naming how many, once
+/// reconnecting fails; not silently.
+fn unacknowledged_one_ways_are_reported_when_the_receiver_is_gone(mode: IoMode) {
+    let (server, calls, _addr) = server(mode, 60_000);
+    let client = support::client_with(mode, "client", |_| {});
+    let w = client
+        .setup_endpoint_ref::<u64, u64>(server.address().unwrap(), "w")
+        .unwrap();
+    let n = ACK_EVERY / 2 + 3;
+    for i in 0..n {
+        w.send(i).unwrap();
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("send Some({i})")).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    wait_for(&calls, &want);
+    let address = server.address().unwrap().to_string();
+    server.shutdown();
+    server.await_termination();
+    assert!(
+        logged(&[&address, "not acknowledged were dropped", &format!("dropped={n}")]),
+        "a warning names the {n} one-ways that no ack covered"
+    );
+    client.shutdown();
+}
+
 /// The epoch's receiver name is reserved.
 #[test]
 fn the_epoch_name_is_reserved() {
     let (server, _calls, _addr) = server(IoMode::Epoll, 60_000);
-    let (w, _) = Watcher::new();
-    match server.setup_endpoint(CONNECTION_EPOCH_NAME, w) {
-        Err(RpcError::EndpointAlreadyExists { name }) => assert_eq!(name, CONNECTION_EPOCH_NAME),
-        other => panic!("expected EndpointAlreadyExists, got {:?}", other.map(|_| ())),
+    for reserved in [CONNECTION_EPOCH_NAME, CONNECTION_ACK_NAME] {
+        let (w, _) = Watcher::new();
+        match server.setup_endpoint(reserved, w) {
+            Err(RpcError::EndpointAlreadyExists { name }) => assert_eq!(name, reserved),
+            other => panic!("expected EndpointAlreadyExists, got {:?}", other.map(|_| ())),
+        }
     }
 }
 
@@ -346,4 +374,5 @@ cases!(
     malformed_epoch_is_answered_with_a_failure,
     one_ways_are_acknowledged,
     resent_one_ways_are_delivered_once,
+    unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,
 );
