@@ -141,14 +141,18 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// destination turns out unreachable is logged, as Spark does.
     ///
     /// # Delivery
-    /// At most once, as Spark's `send`, and in the order this RpcEnv sent
-    /// them, across reconnects too. A message still queued or in flight when
-    /// its connection drops is lost: the backend logs how many queued frames
-    /// it dropped, but the sender is not told. Messages sent after a reconnect
-    /// travel on a new connection, which the receiver does not read until the
-    /// old one has closed and all it delivered was dispatched
-    /// ([`ConnectionEpoch`](crate::ConnectionEpoch)), so they never overtake
-    /// earlier ones. Use [`ask`](Self::ask) where a message must be confirmed.
+    /// Once, and in the order this RpcEnv sent them, across connection drops
+    /// too, while the receiving RpcEnv lives (Spark's `send` is at most once,
+    /// in order per connection). The outbox keeps each message until the
+    /// receiver acknowledges it ([`ConnectionAck`](crate::ConnectionAck)) and
+    /// resends the unacknowledged ones first on its next connection; the
+    /// receiver drops the ones it had handled, and does not read the new
+    /// connection until the old one has closed and all it delivered was
+    /// dispatched ([`ConnectionEpoch`](crate::ConnectionEpoch)). If
+    /// reconnecting fails, the unacknowledged messages are dropped with a
+    /// `warn` naming how many; the caller is not told. A receiver that
+    /// restarted handles resent messages again. Use [`ask`](Self::ask) where
+    /// the caller must know.
     pub fn send(&self, msg: M) -> Result<(), RpcError> {
         self.inner.env.check_running()?;
         match &self.inner.route {

@@ -29,8 +29,9 @@
 //! - a connection whose epoch is not above the newest one seen for its
 //!   instance was superseded before it said so: it is *fenced* (closed, and
 //!   what it delivered is dropped, with one `warn`), since its messages would
-//!   arrive after newer ones. Its sender already failed them: the sender's
-//!   side of that connection is closed.
+//!   arrive after newer ones. Its sender treats it as lost: its asks failed
+//!   with `ConnectionLost`, and its one-ways, not acknowledged, are resent
+//!   on the newer connection.
 //! - a held connection waits at most the handover timeout
 //!   (`handover_timeout_ms`, default 5,000 ms). Then the live connection is
 //!   closed: its sender opened a newer one, so it has given it up, and a
