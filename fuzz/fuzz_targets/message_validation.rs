@@ -3,7 +3,7 @@
 //! Dispatcher) and `RpcMessage::access`, rkyv's bytecheck validation (run by
 //! the Inbox), for the standalone cluster's real message types: enums with
 //! strings, nested structs and `Option`s (`MasterMessage`, `WorkerMessage`,
-//! `MasterReply`).
+//! `MasterReply`), and the RpcHandler's own `ConnectionEpoch` and `ConnectionAck`.
 //!
 //! Input: a frame body as is. Checked on every input:
 //! - nothing panics; a refusal is an `RpcError::InvalidMessage`;
@@ -70,4 +70,7 @@ fuzz_target!(|data: &[u8]| {
     check::<MasterMessage>(&payload, Some(&envelope));
     check::<WorkerMessage>(&payload, Some(&envelope));
     check::<MasterReply>(&payload, Some(&envelope));
+    // The RpcHandler's own messages (reconnect handover and one-way acks).
+    check::<rpc::ConnectionEpoch>(&payload, Some(&envelope));
+    check::<rpc::ConnectionAck>(&payload, Some(&envelope));
 });
