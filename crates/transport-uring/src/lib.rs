@@ -78,6 +78,8 @@
 //! transport.shutdown();
 //! ```
 
+#[cfg(test)]
+mod alloc_count;
 mod buf_ring;
 mod conf;
 mod connection;

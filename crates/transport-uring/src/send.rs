@@ -36,7 +36,12 @@ impl SendScratch {
     }
 }
 
-/// Scratch space the loop keeps for later sends, at most (one per send in flight is enough).
+/// Scratch spaces the loop keeps for later sends, at least: it keeps as many
+/// as it has connections when that is more, since each connection has at most
+/// one send in flight and a turn may flush every one of them. (Capped at 64,
+/// a loop with more connections answering at once, as 256 connections asking
+/// an endpoint on the MessageLoop do, dropped and re-allocated a scratch, two
+/// allocations, for most of its sends.)
 pub(crate) const SCRATCH_KEPT: usize = 64;
 
 /// The frames of one send and the kernel-facing description of their bytes.
@@ -189,10 +194,11 @@ impl EventLoop {
     }
 
     /// Ends `batch` (`written` bytes went out): keeps its scratch space for a
-    /// later send and returns its queue.
+    /// later send (up to one per connection, at least [`SCRATCH_KEPT`]) and
+    /// returns its queue.
     fn recycle(&mut self, batch: SendBatch, written: usize) -> WriteQueue {
         let (queue, scratch) = batch.into_parts(written);
-        if self.send_scratch.len() < SCRATCH_KEPT {
+        if self.send_scratch.len() < SCRATCH_KEPT.max(self.conns.len()) {
             self.send_scratch.push(scratch);
         }
         queue

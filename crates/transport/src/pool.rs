@@ -10,9 +10,9 @@
 //!
 //! A [`PooledBufMut`] is written into, then [`frozen`](PooledBufMut::freeze)
 //! into a [`Bytes`](bytes::Bytes) over the same memory: slices of it share that
-//! memory, and freezing allocates nothing once the buffer has been frozen
-//! before. Each pooled buffer is one [`BytesMut`] allocated once (its shared
-//! header is created on its first freeze); freezing cuts the filled bytes off
+//! memory, and freezing allocates nothing. Each pooled buffer is one
+//! [`BytesMut`] allocated once, with its shared header (two heap allocations,
+//! both when the pool allocates it, none later); freezing cuts the filled bytes off
 //! it (`split_to(..).freeze()`) and gives the emptied handle straight back to
 //! the pool. The handle is reusable once every `Bytes` cut from it has dropped,
 //! on whatever thread: [`BufferPool::allocate`] tries returned handles oldest
@@ -186,7 +186,8 @@ impl BufferPool {
     /// rounded up to a power of two, at least 512 B), empty (`len() == 0`).
     /// Served from this thread's cache, then the shared list (a returned
     /// buffer some `Bytes` still reads is skipped), then the system allocator
-    /// (zeroed memory).
+    /// (zeroed memory and the shared header that lets it be frozen: two heap
+    /// allocations; [`PooledBufMut::freeze`] then never allocates).
     pub fn allocate(&self, size: usize) -> PooledBufMut {
         let Some(class) = class_of(size) else {
             self.shared.served_fresh.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +214,17 @@ impl BufferPool {
             }
             None => {
                 self.shared.served_fresh.fetch_add(1, Ordering::Relaxed);
-                BytesMut::zeroed(size)
+                let mut fresh = BytesMut::zeroed(size);
+                // Share the memory now: an empty split promotes the new
+                // `BytesMut` (allocating its shared header) and the empty half
+                // drops at once, leaving this handle the only reference, as
+                // after a reclaim. Left to the buffer's first freeze, that
+                // allocation would come at a time nobody chose: the io_uring
+                // backend fills its provided-buffer ring (256 slots) at start
+                // and the kernel uses the slots in turn, so each slot's first
+                // receive, hundreds of receives into a run, allocated.
+                drop(fresh.split_to(0));
+                fresh
             }
         };
         PooledBufMut::new(data, Some(self.shared.clone()))

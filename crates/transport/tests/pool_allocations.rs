@@ -192,3 +192,26 @@ fn decoding_pooled_chunks_allocates_nothing() {
     assert_eq!(frames, 501 * 8);
     assert_eq!(n, 0, "{n} allocations decoding 500 pooled chunks");
 }
+
+#[test]
+fn fresh_buffers_allocate_when_allocated_never_when_frozen() {
+    let pool = BufferPool::new(64 << 20);
+    drop(cycle(&pool, 16 << 10, 1)); // warm: this thread's cache of the pool
+    let mut held = Vec::with_capacity(4);
+    let allocate = allocations_in(|| {
+        for _ in 0..4 {
+            held.push(pool.allocate(16 << 10));
+        }
+    });
+    // The warm buffer comes back: nothing. Each of the three fresh ones: its
+    // memory and its shared header, both now.
+    assert_eq!(allocate, 6, "{allocate} allocations for 3 fresh buffers");
+    let n = allocations_in(|| {
+        for mut buf in held.drain(..) {
+            buf.put_slice(b"abc");
+            assert_eq!(&buf.freeze()[..], b"abc");
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations freezing never-frozen buffers");
+    assert_eq!(pool.stats().served_fresh, 4, "{:?}", pool.stats());
+}

@@ -101,9 +101,9 @@ impl PooledBufMut {
     /// Turns the filled bytes into a [`Bytes`] without copying. A pooled
     /// buffer's emptied handle goes back to the pool at once and is reused
     /// only after the last clone or slice of the `Bytes` drops. Allocates
-    /// nothing, except the first time a buffer is frozen (the shared header
-    /// of its memory, once per buffer) and for a buffer above 16 MiB (not
-    /// pooled; its memory is freed when the last `Bytes` drops).
+    /// nothing (the pool shares a buffer's memory when it allocates it),
+    /// except for a buffer above 16 MiB (not pooled; its memory is freed when
+    /// the last `Bytes` drops).
     pub fn freeze(mut self) -> Bytes {
         if self.pool.is_none() {
             let mut data = std::mem::take(&mut self.data);
