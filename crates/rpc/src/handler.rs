@@ -5,6 +5,7 @@
 //! messages in order (`handover`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use crate::env::EnvInner;
 use crate::envelope;
 use crate::error::RpcError;
 use crate::handover::{
-    ACK_BYTES, ACK_EVERY, Admit, CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch,
-    Handover, InboundConn, Release, Resend,
+    Admit, CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch, Handover, InboundConn,
+    Release, Resend,
 };
 use crate::inbox::SystemEvent;
 use crate::message::{RpcMessage, type_fingerprint};
@@ -99,11 +100,11 @@ impl RpcHandler {
             type_name: "ConnectionEpoch",
             reason,
         };
-        if reply.is_some() {
+        let Some(request_id) = reply else {
             return Err(invalid(
-                "a connection epoch is a one-way message, not an RPC".into(),
+                "a connection epoch is an RPC, not a one-way message".into(),
             ));
-        }
+        };
         if env.fingerprint != type_fingerprint::<ConnectionEpoch>() {
             return Err(invalid("the message type is not ConnectionEpoch".into()));
         }
@@ -114,12 +115,18 @@ impl RpcHandler {
             count: m.resend_count.to_native(),
         };
         let timer = self.env.get().and_then(Weak::upgrade).map(|e| e.timeouts.clone());
-        if let Err(reason) = self
+        match self
             .handover
-            .on_epoch(client, instance, epoch, resend, timer.as_ref())
+            .on_epoch(client, request_id, instance, epoch, resend, timer.as_ref())
         {
-            tracing::warn!(peer = %client.peer_addr(), %reason, "closing the connection: protocol error");
-            client.close();
+            Ok(true) => {
+                let _ = client.send_response(request_id, Bytes::new());
+            }
+            Ok(false) => {}
+            Err(reason) => {
+                tracing::warn!(peer = %client.peer_addr(), %reason, "closing the connection: protocol error");
+                client.close();
+            }
         }
         Ok(())
     }
@@ -151,9 +158,17 @@ impl RpcHandler {
         Ok(())
     }
 
-    /// Acknowledges the first `one_ways` one-ways of an inbound connection.
-    fn send_ack(&self, client: &TransportClient, epoch: u64, one_ways: u64) {
-        let ack = ConnectionAck { epoch, one_ways };
+    /// Acknowledges the one-ways of an inbound connection handled since its
+    /// last ack, if any.
+    fn ack_handled(&self, client: &TransportClient) {
+        let Some(conn) = client.attachment::<InboundConn>() else {
+            return;
+        };
+        let Some(one_ways) = conn.ack_due() else { return };
+        let ack = ConnectionAck {
+            epoch: conn.epoch,
+            one_ways,
+        };
         if let Ok(body) = envelope::encode(None, CONNECTION_ACK_NAME, &ack) {
             // A closed connection needs no ack: its sender resends what is unacknowledged.
             let _ = client.send_one_way(body);
@@ -186,12 +201,21 @@ impl RpcHandler {
         }
     }
 
-    /// Dispatches the frames a held connection kept, in order, then lets it read again.
+    /// Dispatches the frames a held connection kept, in order, then lets it
+    /// read again; acknowledges the one-ways among them.
     fn release(&self, mut turn: Release) {
         loop {
+            if let Some(request_id) = turn.answer.take() {
+                let _ = turn.client.send_response(request_id, Bytes::new());
+            }
+            let counted = turn.client.attachment::<InboundConn>();
             for (body, reply) in std::mem::take(&mut turn.frames) {
                 self.deliver(&turn.client, body, reply);
+                if let (Some(c), None) = (counted, reply) {
+                    c.handled.fetch_add(1, Ordering::AcqRel);
+                }
             }
+            self.ack_handled(&turn.client);
             match self.handover.release_step(turn) {
                 Some(next) => turn = next,
                 None => return,
@@ -208,21 +232,28 @@ impl TransportHandler for RpcHandler {
     }
 
     fn receive_one_way(&self, client: &TransportClient, body: Bytes) {
-        let counted = client.attachment::<InboundConn>().map(|c| {
-            (
-                c.epoch,
-                c.one_ways.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
-            )
-        });
-        if let Admit::Dispatch(body, reply) = self.handover.admit(client, body, None) {
-            let large = body.len() >= ACK_BYTES;
-            self.deliver(client, body, reply);
-            if let Some((epoch, n)) = counted
-                && (large || n % ACK_EVERY == 0)
-            {
-                self.send_ack(client, epoch, n);
-            }
+        let counted = client.attachment::<InboundConn>();
+        if let Some(c) = counted {
+            c.one_ways.fetch_add(1, Ordering::AcqRel);
         }
+        match self.handover.admit(client, body, None) {
+            Admit::Dispatch(body, reply) => {
+                self.deliver(client, body, reply);
+                if let Some(c) = counted {
+                    c.handled.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Admit::Duplicate => {
+                if let Some(c) = counted {
+                    c.handled.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Admit::Taken => {}
+        }
+    }
+
+    fn read_complete(&self, client: &TransportClient) {
+        self.ack_handled(client);
     }
 
     fn channel_active(&self, client: &TransportClient) {

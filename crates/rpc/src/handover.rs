@@ -11,20 +11,23 @@
 //!
 //! **The protocol.** Every RpcEnv draws a random 64-bit *instance* id when it
 //! is created. The first frame an Outbox writes on each new connection is a
-//! one-way [`ConnectionEpoch`] message to the reserved receiver
+//! [`ConnectionEpoch`] request to the reserved receiver
 //! [`CONNECTION_EPOCH_NAME`], carrying that instance id and the Outbox's
 //! *epoch*: 1 for its first connection, one more for each reconnect. The
-//! receiving `RpcHandler` handles it on the connection's event-loop thread
-//! and never dispatches it.
+//! receiving `RpcHandler` handles it on the connection's event-loop thread,
+//! never dispatches it, and answers it (an empty response) once the
+//! connection is live; the Outbox sends nothing else until then. A receiver
+//! that refuses the peer (authentication) answers it with that failure, so
+//! the sender's first message already gets the reason.
 //!
 //! **The server side**, per instance, keeps its connections in epoch order:
 //! - the oldest open one is *live*: its frames are dispatched as they are read;
-//! - a newer one is *held*: its reading is paused (a [`ReadPause`]: its
-//!   peer's further frames wait in TCP) and the frames of the read that held
-//!   it are kept aside, in order;
+//! - a newer one is *held*: its ConnectionEpoch is not answered yet, its
+//!   reading is paused (a [`ReadPause`]: a peer that sends on anyway waits in
+//!   TCP) and the frames of the read that held it are kept aside, in order;
 //! - when the live connection closes (end of stream after its last bytes were
-//!   read), the next one is released: its kept frames are dispatched, then its
-//!   reading resumes. A held connection that closed meanwhile still has its
+//!   read), the next one is released: its ConnectionEpoch is answered, its
+//!   kept frames are dispatched, then its reading resumes. A held connection that closed meanwhile still has its
 //!   kept frames dispatched, in turn; nothing the server read is dropped.
 //! - a connection whose epoch is not above the newest one seen for its
 //!   instance was superseded before it said so: it is *fenced* (closed, and
@@ -42,8 +45,9 @@
 //! numbers its one-ways 0, 1, 2, ... across all its connections (implicitly:
 //! a connection's `ConnectionEpoch` gives the number of its first one-way,
 //! and the rest follow in order). The receiver counts the one-way frames of
-//! each connection and every [`ACK_EVERY`]th (or one of [`ACK_BYTES`] or
-//! more) answers with a [`ConnectionAck`]: how many it has handled. The
+//! each connection it has handled (dispatched, or dropped as duplicates) and,
+//! after each read from the socket that handled some (the transport's
+//! `read_complete`), answers with a [`ConnectionAck`] of the count. The
 //! Outbox keeps each one-way it sent until an ack covers it. When it
 //! reconnects, it sends the unacknowledged ones first, and its
 //! `ConnectionEpoch` says so. The receiver remembers, per sender, the number
@@ -55,10 +59,10 @@
 //! `warn` naming how many. A receiver that restarted has no count: it
 //! handles every resent one (at least once).
 //!
-//! Cost: one small frame per connection, one per [`ACK_EVERY`] one-ways back,
-//! a reference count per one-way kept by the sender, and on the read path
-//! one atomic load per frame while no connection is held anywhere in the
-//! RpcEnv, plus an atomic add per one-way.
+//! Cost: one small frame per connection, one ack back per read that carried
+//! one-ways, a reference count per one-way kept by the sender, and on the
+//! read path one atomic load per frame while no connection is held anywhere
+//! in the RpcEnv, plus two atomic adds per one-way.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -109,13 +113,6 @@ pub struct ConnectionAck {
     pub one_ways: u64,
 }
 
-/// A receiver acknowledges every this many one-ways of a connection (a count).
-pub const ACK_EVERY: u64 = 64;
-
-/// ... and at once any one-way of at least this many bytes, so that what a
-/// sender keeps is about [`ACK_EVERY`] small messages at most.
-pub const ACK_BYTES: usize = 64 * 1024;
-
 /// What the receiving side attaches to a connection that said its epoch.
 pub(crate) struct InboundConn {
     pub(crate) epoch: u64,
@@ -123,6 +120,19 @@ pub(crate) struct InboundConn {
     first_seq: u64,
     /// One-way frames received on it (the epoch message not counted).
     pub(crate) one_ways: std::sync::atomic::AtomicU64,
+    /// Of those, how many were handled: dispatched or dropped as duplicates,
+    /// in the order received.
+    pub(crate) handled: std::sync::atomic::AtomicU64,
+    /// The count last sent in a [`ConnectionAck`].
+    pub(crate) acked: std::sync::atomic::AtomicU64,
+}
+
+impl InboundConn {
+    /// The count to acknowledge, if it grew since the last ack.
+    pub(crate) fn ack_due(&self) -> Option<u64> {
+        let handled = self.handled.load(Ordering::Acquire);
+        (self.acked.fetch_max(handled, Ordering::AcqRel) < handled).then_some(handled)
+    }
 }
 
 /// Which one-ways a new connection sends again: see [`ConnectionEpoch`].
@@ -173,6 +183,8 @@ struct Conn {
     resend: Resend,
     /// Resent one-ways still to drop as duplicates (the first ones on it).
     skip: u64,
+    /// The request id of its ConnectionEpoch, to answer once it is live.
+    answer: Option<i64>,
 }
 
 impl Conn {
@@ -181,11 +193,13 @@ impl Conn {
         !matches!(self.stage, Stage::Live) || self.skip > 0
     }
 
-    /// Drops the first `skip` one-ways of `frames` (resent duplicates).
+    /// Drops the first `skip` one-ways of `frames` (resent duplicates),
+    /// counting them handled.
     fn skip_duplicates(&mut self, frames: &mut Vec<KeptFrame>) {
         if self.skip == 0 {
             return;
         }
+        let before = self.skip;
         frames.retain(|(_, reply)| {
             if reply.is_none() && self.skip > 0 {
                 self.skip -= 1;
@@ -194,6 +208,9 @@ impl Conn {
                 true
             }
         });
+        if let Some(c) = self.client.attachment::<InboundConn>() {
+            c.handled.fetch_add(before - self.skip, Ordering::AcqRel);
+        }
     }
 }
 
@@ -260,6 +277,8 @@ pub(crate) enum Admit {
     Dispatch(Bytes, Option<i64>),
     /// Kept aside (held) or dropped (fenced): nothing to do.
     Taken,
+    /// A resent one-way already handled: dropped (it counts as handled).
+    Duplicate,
 }
 
 /// The handover state of one RpcEnv's inbound connections.
@@ -275,6 +294,8 @@ pub(crate) struct Handover {
 /// in order, then call [`Handover::release_step`] again.
 pub(crate) struct Release {
     pub(crate) client: TransportClient,
+    /// Answer this ConnectionEpoch request first: the connection is live.
+    pub(crate) answer: Option<i64>,
     pub(crate) frames: Vec<KeptFrame>,
     instance: u64,
 }
@@ -336,23 +357,27 @@ impl Handover {
             }
             Stage::Live if reply.is_none() && conn.skip > 0 => {
                 self.update(conn, |c| c.skip -= 1);
-                Admit::Taken
+                Admit::Duplicate
             }
             Stage::Live => Admit::Dispatch(body, reply),
         }
     }
 
-    /// Handles a [`ConnectionEpoch`] that arrived on `client`. Returns a
-    /// protocol error (the caller closes the connection) for a second epoch
-    /// on one connection.
+    /// Handles a [`ConnectionEpoch`] request (id `request_id`) that arrived
+    /// on `client`. Returns `Ok(true)` when the connection is live at once
+    /// (the caller answers the request now), `Ok(false)` when it is held or
+    /// fenced (a held one is answered when released; a fenced one is closed),
+    /// and a protocol error (the caller closes the connection) for a second
+    /// epoch on one connection.
     pub(crate) fn on_epoch(
         self: &Arc<Self>,
         client: &TransportClient,
+        request_id: i64,
         instance: u64,
         epoch: u64,
         resend: Resend,
         timer: Option<&Arc<TimeoutScheduler>>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let mut st = self.lock();
         if st.by_conn.contains_key(&client.id()) {
             return Err("a second connection epoch on one connection".into());
@@ -368,12 +393,14 @@ impl Handover {
                  its messages would arrive out of order and are dropped (its sender saw it close)"
             );
             client.close();
-            return Ok(());
+            return Ok(false);
         }
         client.set_attachment(Arc::new(InboundConn {
             epoch,
             first_seq: resend.first_seq,
             one_ways: std::sync::atomic::AtomicU64::new(0),
+            handled: std::sync::atomic::AtomicU64::new(0),
+            acked: std::sync::atomic::AtomicU64::new(0),
         }));
         st.newest.insert(instance, epoch);
         st.by_conn.insert(client.id(), Some(instance));
@@ -385,10 +412,12 @@ impl Handover {
             closed: false,
             resend,
             skip: 0,
+            answer: None,
         };
         if first {
             conn.skip = st.duplicates(instance, resend);
         } else {
+            conn.answer = Some(request_id);
             conn.stage = Stage::Held {
                 kept: Vec::new(),
                 pause: client.pause_reading(),
@@ -413,7 +442,7 @@ impl Handover {
                 timer.schedule(Instant::now() + self.timeout, action);
             }
         }
-        Ok(())
+        Ok(first)
     }
 
     /// The backend closed `client`. Returns the first step of releasing the
@@ -469,6 +498,7 @@ impl Handover {
             };
             Some(Release {
                 client: c.client.clone(),
+                answer: c.answer.take(),
                 frames: kept,
                 instance,
             })
@@ -494,6 +524,7 @@ impl Handover {
         if let Some(frames) = more {
             return Some(Release {
                 client: done.client,
+                answer: None,
                 frames,
                 instance,
             });

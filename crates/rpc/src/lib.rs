@@ -90,8 +90,7 @@ pub use endpoint_ref::RpcEndpointRef;
 pub use env::{RpcEnv, RpcEnvHandle};
 pub use error::RpcError;
 pub use handover::{
-    ACK_BYTES, ACK_EVERY, CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch,
-    DEFAULT_HANDOVER_TIMEOUT_MS,
+    CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch, DEFAULT_HANDOVER_TIMEOUT_MS,
 };
 pub use inbox_limits::{EndpointOptions, InboxFullPolicy, InboxStats, ParsePolicyError};
 pub use message::{ArchiveWriter, Msg, RpcMessage};

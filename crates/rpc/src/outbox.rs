@@ -89,6 +89,11 @@ impl OutboxMessage {
     }
 }
 
+/// Connections an outbox opens again at once when one is lost before the
+/// receiver answered its [`ConnectionEpoch`] (a count), before it treats the
+/// loss as a failed connect.
+const INTRODUCTION_RETRIES: u32 = 3;
+
 /// Reconnects in a row that an outbox makes by itself to resend
 /// unacknowledged one-ways, with no ack in between (a count).
 pub const PROACTIVE_RECONNECTS: u32 = 3;
@@ -148,6 +153,7 @@ impl OutboundConn {
         }
         let through = self.first_seq.saturating_add(one_ways);
         st.proactive_reconnects = 0;
+        st.acked = true;
         let r = &mut st.retained;
         while r.first < through && r.bodies.pop_front().is_some() {
             r.first += 1;
@@ -171,6 +177,8 @@ struct State {
     epoch: u64,
     /// Reconnects made by [`Outbox::connection_lost`] since the last ack.
     proactive_reconnects: u32,
+    /// The current connection has had an ack: its peer accepts our messages.
+    acked: bool,
 }
 
 /// The outbox of one remote address.
@@ -268,16 +276,29 @@ impl Outbox {
     }
 
     fn connect(self: Arc<Self>) {
-        let result = self
-            .address
-            .to_socket_addr()
-            .map_err(|e| TransportError::Io {
-                op: "resolve",
-                addr: std::net::SocketAddr::from(([0, 0, 0, 0], self.address.port)),
-                kind: std::io::ErrorKind::NotFound,
-                message: e.to_string(),
-            })
-            .and_then(|addr| self.factory.create_client(addr));
+        let mut lost = 0;
+        let result = loop {
+            let attempt = self
+                .address
+                .to_socket_addr()
+                .map_err(|e| TransportError::Io {
+                    op: "resolve",
+                    addr: std::net::SocketAddr::from(([0, 0, 0, 0], self.address.port)),
+                    kind: std::io::ErrorKind::NotFound,
+                    message: e.to_string(),
+                })
+                .and_then(|addr| {
+                    let client = self.factory.create_client(addr)?;
+                    self.introduce(&client, addr).inspect_err(|_| client.close())?;
+                    Ok(client)
+                });
+            match attempt {
+                // Lost before the receiver answered (a network cut, say): not
+                // a refusal, so connect again before failing anything.
+                Err(TransportError::ConnectionClosed { .. }) if lost < INTRODUCTION_RETRIES => lost += 1,
+                other => break other,
+            }
+        };
         match result {
             Ok(client) => {
                 let mut st = self.lock();
@@ -291,25 +312,10 @@ impl Outbox {
                     self.fail_queued(&TransportError::Shutdown);
                     return;
                 }
-                st.epoch += 1;
-                client.set_attachment(Arc::new(OutboundConn {
-                    outbox: Arc::downgrade(&self),
-                    epoch: st.epoch,
-                    first_seq: st.retained.first,
-                }));
-                let hello = ConnectionEpoch {
-                    instance: self.instance,
-                    epoch: st.epoch,
-                    first_seq: st.retained.first,
-                    resend_count: st.retained.bodies.len() as u64,
-                };
-                // First on the connection, then the unacknowledged one-ways of
-                // the previous one, then what queued meanwhile. If the
-                // connection refuses them, it is already closed: what was not
-                // written stays kept for the next connection.
-                if let Ok(body) = envelope::encode(None, CONNECTION_EPOCH_NAME, &hello) {
-                    let _ = client.send_one_way(body);
-                }
+                // The receiver answered the ConnectionEpoch: the unacknowledged
+                // one-ways of earlier connections go first, then what queued
+                // meanwhile. If the connection refuses them, it is already
+                // closed: what was not written stays kept for the next one.
                 for body in &st.retained.bodies {
                     if client.send_one_way(body.clone()).is_err() {
                         tracing::debug!(address = %self.address, "the new connection closed while resending");
@@ -363,6 +369,57 @@ impl Outbox {
         }
     }
 
+    /// Sends the [`ConnectionEpoch`] on a new connection, as an RPC, and waits
+    /// for its answer: the receiver answers once every older connection of
+    /// this RpcEnv has closed and all it delivered was dispatched (at most its
+    /// `handover_timeout_ms` later), so nothing is sent before that. A
+    /// receiver that refuses this RpcEnv (a missing `auth_secret`, say) fails
+    /// it, and the error goes to the queued messages as a connect error would.
+    ///
+    /// # Errors
+    /// The failure the receiver answered with, the connection's close, or
+    /// [`TransportError::ConnectTimeout`] after `connect_timeout_ms`.
+    fn introduce(
+        self: &Arc<Self>,
+        client: &TransportClient,
+        addr: std::net::SocketAddr,
+    ) -> Result<(), TransportError> {
+        let hello = {
+            let mut st = self.lock();
+            st.epoch += 1;
+            st.acked = false;
+            ConnectionEpoch {
+                instance: self.instance,
+                epoch: st.epoch,
+                first_seq: st.retained.first,
+                resend_count: st.retained.bodies.len() as u64,
+            }
+        };
+        let attached = client.set_attachment(Arc::new(OutboundConn {
+            outbox: Arc::downgrade(self),
+            epoch: hello.epoch,
+            first_seq: hello.first_seq,
+        }));
+        if !attached {
+            tracing::debug!(address = %self.address, "a connection reused from the factory's pool keeps its first outbox");
+        }
+        let body = envelope::encode(None, CONNECTION_EPOCH_NAME, &hello).map_err(|e| TransportError::Io {
+            op: "encode the connection epoch for",
+            addr,
+            kind: std::io::ErrorKind::InvalidData,
+            message: e.to_string(),
+        })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        client.send_rpc(body, move |result| {
+            let _ = tx.send(result);
+        })?;
+        let timeout = std::time::Duration::from_millis(self.factory.conf().connect_timeout_ms);
+        match rx.recv_timeout(timeout) {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(TransportError::ConnectTimeout { addr, timeout }),
+        }
+    }
+
     fn fail_queued(&self, error: &TransportError) {
         let queued: Vec<_> = self.lock().queue.drain(..).collect();
         for msg in queued {
@@ -389,16 +446,18 @@ impl Outbox {
     }
 
     /// The connection of `epoch` closed. If one-ways sent on it are not
-    /// acknowledged, reconnects now to send them again, rather than at the
-    /// next message; after [`PROACTIVE_RECONNECTS`] such reconnects in a row
-    /// with no ack in between (a peer that closes every connection), waits
-    /// for the next message.
+    /// acknowledged, and it had an ack before (so its peer accepts this
+    /// RpcEnv: a peer that refuses it, for want of the auth secret say, never
+    /// acks), reconnects now to send them again rather than at the next
+    /// message; after [`PROACTIVE_RECONNECTS`] such reconnects in a row with
+    /// no ack in between, waits for the next message.
     pub(crate) fn connection_lost(self: &Arc<Self>, epoch: u64) {
         let mut st = self.lock();
         if st.stopped
             || st.connecting
             || st.epoch != epoch
             || st.retained.bodies.is_empty()
+            || !st.acked
             || st.proactive_reconnects >= PROACTIVE_RECONNECTS
             || st.retry_at.is_some_and(|at| Instant::now() < at)
         {

@@ -302,6 +302,7 @@ async fn read_loop(
                 source,
             });
         }
+        handler.read_complete(client);
     };
     let reason = match outcome {
         Ok(()) => match decoder.finish() {

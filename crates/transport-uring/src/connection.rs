@@ -367,10 +367,14 @@ impl EventLoop {
         } = conn;
         let decoded = catch_unwind(AssertUnwindSafe(|| {
             let mut deliver = |f| client.handle_frame(f, &**handler);
-            match chunk {
+            let decoded = match chunk {
                 Chunk::Direct(n) => decoder.commit_direct_read(n, &mut deliver),
                 Chunk::Bytes(bytes) => decoder.decode(bytes, &mut deliver),
+            };
+            if decoded.is_ok() {
+                handler.read_complete(client);
             }
+            decoded
         }));
         let (reason, error) = match decoded {
             Ok(Ok(())) => return true,

@@ -36,6 +36,11 @@ impl TransportClientFactory {
         }
     }
 
+    /// The configuration of the transport it connects through.
+    pub fn conf(&self) -> &crate::TransportConf {
+        self.transport.conf()
+    }
+
     /// A connection to `addr`: the active one in the next slot (round robin),
     /// or a new one made there. Blocks while connecting; other slots and peers
     /// are not held up meanwhile.

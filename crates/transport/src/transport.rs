@@ -21,6 +21,14 @@ pub trait TransportHandler: Send + Sync + 'static {
     /// A OneWayMessage arrived.
     fn receive_one_way(&self, client: &TransportClient, body: Bytes);
 
+    /// Every frame of one read from the socket has been delivered (Netty's
+    /// `channelReadComplete`): a point to flush what the frames of that read
+    /// called for, once per read rather than once per frame. Called on the
+    /// connection's event-loop thread. The default does nothing.
+    fn read_complete(&self, client: &TransportClient) {
+        let _ = client;
+    }
+
     /// The connection is established. The default does nothing.
     fn channel_active(&self, client: &TransportClient) {
         let _ = client;

@@ -59,7 +59,7 @@ impl Admit {
 fn admit(h: &Handover, c: &TransportClient, n: u8) -> Option<u8> {
     match h.admit(c, frame(n), None) {
         Admit::Dispatch(body, _) => Some(body[0]),
-        Admit::Taken => None,
+        Admit::Taken | Admit::Duplicate => None,
     }
 }
 
@@ -89,13 +89,22 @@ fn newer_connection_is_held_then_released_in_order() {
     let h = Handover::new(Duration::from_secs(1));
     let (old, _) = conn(1);
     let (new, new_probe) = conn(2);
-    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
-    h.on_epoch(&new, 7, 2, Resend::default(), None).unwrap();
+    assert_eq!(
+        h.on_epoch(&old, 1, 7, 1, Resend::default(), None),
+        Ok(true),
+        "live: answer now"
+    );
+    assert_eq!(
+        h.on_epoch(&new, 1, 7, 2, Resend::default(), None),
+        Ok(false),
+        "held"
+    );
     assert_eq!((h.not_live(), new.read_pauses()), (1, 1));
     assert_eq!(admit(&h, &new, 10), None, "kept");
     assert_eq!(admit(&h, &new, 11), None, "kept");
     assert_eq!(admit(&h, &old, 1), Some(1), "the older one is live");
     let turn = h.on_closed(&old).expect("the newer one's turn");
+    assert_eq!(turn.answer, Some(1), "its ConnectionEpoch is answered now");
     // Frames read while it is being released are kept for the same release.
     assert_eq!(admit(&h, &new, 12), None);
     assert_eq!(release_all(&h, Some(turn)), [(2, 10), (2, 11), (2, 12)]);
@@ -110,11 +119,11 @@ fn a_closed_held_connection_keeps_its_turn() {
     let (a, _) = conn(1);
     let (b, _) = conn(2);
     let (c, _) = conn(3);
-    h.on_epoch(&a, 7, 1, Resend::default(), None).unwrap();
-    h.on_epoch(&b, 7, 2, Resend::default(), None).unwrap();
+    h.on_epoch(&a, 1, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&b, 1, 7, 2, Resend::default(), None).unwrap();
     assert_eq!(admit(&h, &b, 20), None);
     assert!(h.on_closed(&b).is_none(), "not its turn yet");
-    h.on_epoch(&c, 7, 3, Resend::default(), None).unwrap();
+    h.on_epoch(&c, 1, 7, 3, Resend::default(), None).unwrap();
     assert_eq!(admit(&h, &c, 30), None);
     assert_eq!(
         release_all(&h, h.on_closed(&a)),
@@ -131,8 +140,8 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
     let h = Handover::new(Duration::from_secs(1));
     let (new, _) = conn(1);
     let (late, late_probe) = conn(2);
-    h.on_epoch(&new, 7, 5, Resend::default(), None).unwrap();
-    h.on_epoch(&late, 7, 5, Resend::default(), None).unwrap();
+    h.on_epoch(&new, 1, 7, 5, Resend::default(), None).unwrap();
+    h.on_epoch(&late, 1, 7, 5, Resend::default(), None).unwrap();
     assert!(late_probe.closed.load(Ordering::SeqCst), "closed");
     assert_eq!(admit(&h, &late, 1), None, "dropped");
     assert_eq!(admit(&h, &new, 2), Some(2));
@@ -141,7 +150,7 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
     // The newest epoch outlives the connections, so a later straggler is fenced too.
     assert!(h.on_closed(&new).is_none());
     let (straggler, straggler_probe) = conn(3);
-    h.on_epoch(&straggler, 7, 4, Resend::default(), None).unwrap();
+    h.on_epoch(&straggler, 1, 7, 4, Resend::default(), None).unwrap();
     assert!(straggler_probe.closed.load(Ordering::SeqCst));
     assert!(h.on_closed(&straggler).is_none());
 }
@@ -150,8 +159,8 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
 fn a_second_epoch_on_one_connection_is_an_error() {
     let h = Handover::new(Duration::from_secs(1));
     let (a, _) = conn(1);
-    h.on_epoch(&a, 7, 1, Resend::default(), None).unwrap();
-    assert!(h.on_epoch(&a, 7, 2, Resend::default(), None).is_err());
+    h.on_epoch(&a, 1, 7, 1, Resend::default(), None).unwrap();
+    assert!(h.on_epoch(&a, 1, 7, 2, Resend::default(), None).is_err());
 }
 
 #[test]
@@ -159,8 +168,8 @@ fn expiry_closes_the_live_connection_only_while_one_is_held() {
     let h = Handover::new(Duration::from_secs(1));
     let (old, old_probe) = conn(1);
     let (new, _) = conn(2);
-    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
-    h.on_epoch(&new, 7, 2, Resend::default(), None).unwrap();
+    h.on_epoch(&old, 1, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&new, 1, 7, 2, Resend::default(), None).unwrap();
     h.expire(7, 3);
     assert!(!old_probe.closed.load(Ordering::SeqCst), "no such epoch held");
     h.expire(7, 2);
@@ -179,7 +188,7 @@ fn retired_instances_are_bounded() {
     let h = Handover::new(Duration::from_secs(1));
     for i in 0..(RETIRED_KEPT as u64 + 10) {
         let (c, _) = conn(i);
-        h.on_epoch(&c, i, 1, Resend::default(), None).unwrap();
+        h.on_epoch(&c, 1, i, 1, Resend::default(), None).unwrap();
         assert!(h.on_closed(&c).is_none());
     }
     let st = h.lock();
@@ -206,7 +215,7 @@ fn receive(h: &Handover, c: &TransportClient, n: u8) -> Option<u8> {
 fn resent_one_ways_already_delivered_are_dropped_once() {
     let h = Handover::new(Duration::from_secs(1));
     let (old, _) = conn(1);
-    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&old, 1, 7, 1, Resend::default(), None).unwrap();
     for n in 1..=3 {
         assert_eq!(receive(&h, &old, n), Some(n));
     }
@@ -214,7 +223,7 @@ fn resent_one_ways_already_delivered_are_dropped_once() {
     // The sender had an ack for the first one (number 0): it resends numbers
     // 1, 2 and 3 (the last lost with the old connection).
     let (new, _) = conn(2);
-    h.on_epoch(&new, 7, 2, resend(1, 3), None).unwrap();
+    h.on_epoch(&new, 1, 7, 2, resend(1, 3), None).unwrap();
     assert_eq!(h.not_live(), 1, "two duplicates to drop");
     assert_eq!(receive(&h, &new, 2), None, "duplicate");
     assert_eq!(h.lock().senders[&7][0].skip, 1);
@@ -235,10 +244,10 @@ fn resent_one_ways_already_delivered_are_dropped_once() {
 fn duplicates_among_kept_frames_are_dropped_at_release() {
     let h = Handover::new(Duration::from_secs(1));
     let (old, _) = conn(1);
-    h.on_epoch(&old, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&old, 1, 7, 1, Resend::default(), None).unwrap();
     let (new, _) = conn(2);
     // Resends everything from number 0: three one-ways.
-    h.on_epoch(&new, 7, 2, resend(0, 3), None).unwrap();
+    h.on_epoch(&new, 1, 7, 2, resend(0, 3), None).unwrap();
     assert_eq!(receive(&h, &new, 1), None, "kept");
     assert_eq!(receive(&h, &old, 1), Some(1));
     assert_eq!(receive(&h, &new, 2), None, "kept");
@@ -255,7 +264,7 @@ fn duplicates_among_kept_frames_are_dropped_at_release() {
 fn a_resend_from_a_sender_not_seen_is_delivered_whole() {
     let h = Handover::new(Duration::from_secs(1));
     let (new, _) = conn(1);
-    h.on_epoch(&new, 7, 3, resend(5, 2), None).unwrap();
+    h.on_epoch(&new, 1, 7, 3, resend(5, 2), None).unwrap();
     assert_eq!(h.not_live(), 0);
     assert_eq!(receive(&h, &new, 1), Some(1));
 }
@@ -264,7 +273,7 @@ fn a_resend_from_a_sender_not_seen_is_delivered_whole() {
 fn numbers_carry_across_a_connection_the_receiver_never_saw() {
     let h = Handover::new(Duration::from_secs(1));
     let (first, _) = conn(1);
-    h.on_epoch(&first, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&first, 1, 7, 1, Resend::default(), None).unwrap();
     for n in 0..4 {
         assert_eq!(receive(&h, &first, n), Some(n));
     }
@@ -272,7 +281,7 @@ fn numbers_carry_across_a_connection_the_receiver_never_saw() {
     // Epoch 2 resent numbers 2.. and never reached this receiver; epoch 3
     // resends from number 2 again, six one-ways (2..8).
     let (third, _) = conn(3);
-    h.on_epoch(&third, 7, 3, resend(2, 6), None).unwrap();
+    h.on_epoch(&third, 1, 7, 3, resend(2, 6), None).unwrap();
     let got: Vec<_> = (2..8).filter_map(|n| receive(&h, &third, n)).collect();
     assert_eq!(got, [4, 5, 6, 7], "2 and 3 were delivered on epoch 1");
 }

@@ -11,6 +11,8 @@ use transport::{BufferPool, EncodedFrame, Frame, FrameDecoder};
 pub struct Raw {
     pub stream: TcpStream,
     decoder: FrameDecoder,
+    /// Frames decoded and not yet returned, oldest first.
+    pending: std::collections::VecDeque<Frame>,
 }
 
 /// The bytes of `frame` on the wire.
@@ -31,6 +33,7 @@ impl Raw {
         Self {
             stream,
             decoder: FrameDecoder::new(1 << 20, BufferPool::default()),
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -51,7 +54,9 @@ impl Raw {
 
     /// The next frame, or `None` at end of stream (or on a read error).
     pub fn next_frame(&mut self) -> Option<Frame> {
-        let mut frames = Vec::new();
+        if let Some(f) = self.pending.pop_front() {
+            return Some(f);
+        }
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match self.stream.read(&mut buf) {
@@ -64,13 +69,12 @@ impl Raw {
                 }
                 Ok(n) => n,
             };
+            let pending = &mut self.pending;
             self.decoder
-                .decode(Bytes::copy_from_slice(&buf[..n]), &mut |f| frames.push(f))
+                .decode(Bytes::copy_from_slice(&buf[..n]), &mut |f| pending.push_back(f))
                 .expect("the server sends valid frames");
-            if !frames.is_empty() {
-                // Tests read one answer at a time; more would be a surprise.
-                assert_eq!(frames.len(), 1, "one frame at a time: {frames:?}");
-                return frames.pop();
+            if let Some(f) = self.pending.pop_front() {
+                return Some(f);
             }
         }
     }

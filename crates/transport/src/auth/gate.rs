@@ -179,6 +179,12 @@ impl TransportHandler for ServerAuthHandler {
         }
     }
 
+    fn read_complete(&self, client: &TransportClient) {
+        if self.is_authenticated(client) {
+            self.inner.read_complete(client);
+        }
+    }
+
     fn channel_active(&self, client: &TransportClient) {
         self.conns().insert(client.id(), ConnState::AwaitHello);
         self.arrive_and_reap(client);
@@ -248,6 +254,12 @@ impl TransportHandler for ClientAuthHandler {
     fn channel_inactive(&self, client: &TransportClient) {
         if self.is_open() {
             self.inner.channel_inactive(client);
+        }
+    }
+
+    fn read_complete(&self, client: &TransportClient) {
+        if self.is_open() {
+            self.inner.read_complete(client);
         }
     }
 
