@@ -429,17 +429,24 @@ impl Outbox {
 
     /// Fails what is queued and refuses further messages (Spark's `Outbox.stop`).
     pub(crate) fn stop(&self) {
-        let unacknowledged = {
+        let (unacknowledged, connected) = {
             let mut st = self.lock();
             st.stopped = true;
             let n = st.retained.bodies.len();
             st.retained.bodies.clear();
-            n
+            (n, st.client.as_ref().is_some_and(TransportClient::is_active))
         };
-        if unacknowledged > 0 {
+        if unacknowledged > 0 && connected {
+            // Acks trail each read by a round trip: these were very likely handled.
             tracing::debug!(
                 address = %self.address, unacknowledged,
-                "stopping with one-way messages sent but not yet acknowledged (most are handled; no more acks come)"
+                "stopping with one-way messages sent and not yet acknowledged"
+            );
+        } else if unacknowledged > 0 {
+            tracing::warn!(
+                address = %self.address, dropped = unacknowledged,
+                "stopping with one-way messages sent on a lost connection and not acknowledged: \
+                 they may not have been handled"
             );
         }
         self.fail_queued(&TransportError::Shutdown);

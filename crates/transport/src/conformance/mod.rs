@@ -42,6 +42,7 @@ pub mod auth;
 pub mod faults;
 pub mod lifecycle;
 pub mod limits;
+pub mod read_complete;
 pub mod read_pause;
 pub mod rpc;
 
@@ -60,6 +61,7 @@ pub use limits::{
     max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
     queued_sends_pause_reading_until_written,
 };
+pub use read_complete::read_complete_follows_each_read;
 pub use read_pause::read_pause_holds_frames_until_the_last_is_dropped;
 pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
@@ -105,6 +107,7 @@ macro_rules! conformance_suite {
             in_flight_limit_pauses_reading_until_answers,
             client_refuses_rpcs_past_the_outstanding_limit,
             read_pause_holds_frames_until_the_last_is_dropped,
+            read_complete_follows_each_read,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
