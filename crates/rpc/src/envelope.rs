@@ -16,6 +16,7 @@
 //! Replies carry no envelope: an RpcResponse body is the archive of the reply.
 
 use bytes::{Buf, BufMut, Bytes};
+use bytestring::ByteString;
 
 use crate::address::RpcAddress;
 use crate::encode_buf;
@@ -28,7 +29,8 @@ const VERSION: u8 = 1;
 #[derive(Debug, Clone)]
 pub(crate) struct Envelope {
     pub(crate) fingerprint: u64,
-    pub(crate) receiver: Bytes,
+    /// Checked to be UTF-8 once, at parse time, and shared with the frame.
+    receiver: ByteString,
     pub(crate) sender: Option<RpcAddress>,
     pub(crate) payload: Bytes,
 }
@@ -36,7 +38,7 @@ pub(crate) struct Envelope {
 impl Envelope {
     /// The receiver's name (validated UTF-8 at parse time).
     pub(crate) fn receiver(&self) -> &str {
-        std::str::from_utf8(&self.receiver).unwrap_or_default()
+        &self.receiver
     }
 }
 
@@ -96,8 +98,8 @@ pub(crate) fn parse(mut body: Bytes) -> Result<Envelope, RpcError> {
     let fingerprint = body.get_u64();
     let name_len = body.get_u16() as usize;
     need(&body, name_len + 1, "receiver name")?;
-    let receiver = body.split_to(name_len);
-    std::str::from_utf8(&receiver).map_err(|_| invalid("receiver name is not UTF-8"))?;
+    let receiver =
+        ByteString::try_from(body.split_to(name_len)).map_err(|_| invalid("receiver name is not UTF-8"))?;
     let sender = match body.get_u8() {
         0 => None,
         1 => {

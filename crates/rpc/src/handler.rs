@@ -76,10 +76,10 @@ impl RpcHandler {
 
     fn post(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) -> Result<(), RpcError> {
         let env = envelope::parse(body)?;
-        if env.receiver.as_ref() == CONNECTION_EPOCH_NAME.as_bytes() {
+        if env.receiver() == CONNECTION_EPOCH_NAME {
             return self.connection_epoch(client, &env, reply);
         }
-        if env.receiver.as_ref() == CONNECTION_ACK_NAME.as_bytes() {
+        if env.receiver() == CONNECTION_ACK_NAME {
             return self.connection_ack(client, &env, reply);
         }
         self.track(client, env.sender.as_ref());
