@@ -9,9 +9,12 @@
 //! producer epochs and Raft's terms are the usual cure, and this is that cure
 //! for one sender's connections.
 //!
-//! **The protocol.** Every RpcEnv draws a random 64-bit *instance* id when it
-//! is created. The first frame an Outbox writes on each new connection is a
-//! one-way [`ConnectionEpoch`] message to the reserved receiver
+//! **The protocol.** Every Outbox draws a random 64-bit *instance* id when it
+//! is created (one per Outbox, not per RpcEnv: an RpcEnv may have two
+//! Outboxes to one server, under two spellings of its address, and each
+//! numbers its one-ways and counts its connections on its own). The first
+//! frame an Outbox writes on each new connection is a one-way
+//! [`ConnectionEpoch`] message to the reserved receiver
 //! [`CONNECTION_EPOCH_NAME`], carrying that instance id and the Outbox's
 //! *epoch*: 1 for its first connection, one more for each reconnect. The
 //! receiving `RpcHandler` handles it on the connection's event-loop thread
@@ -81,7 +84,7 @@ pub const CONNECTION_EPOCH_NAME: &str = "connection-epoch";
 /// reconnects (see the module docs of `handover`). No endpoint ever sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ConnectionEpoch {
-    /// The sending RpcEnv's instance id: random, drawn once per RpcEnv.
+    /// The sending Outbox's instance id: random, drawn once per Outbox.
     pub instance: u64,
     /// The Outbox's connection count to this destination: 1 for its first
     /// connection, one more per reconnect.
@@ -135,8 +138,8 @@ pub(crate) struct Resend {
 /// The default handover timeout, in milliseconds.
 pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 5_000;
 
-/// A random instance id for a new RpcEnv: std's `RandomState` is seeded from
-/// the OS's random source; the clock and the process id make ids of RpcEnvs
+/// A random instance id for a new Outbox: std's `RandomState` is seeded from
+/// the OS's random source; the clock and the process id make ids of Outboxes
 /// created in one process, or at one instant in many, differ too.
 pub(crate) fn new_instance_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

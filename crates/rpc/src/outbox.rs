@@ -16,8 +16,8 @@
 //! message. When a connection is lost, the next message reconnects at once.
 //!
 //! **Order across reconnects.** The first frame on each connection is a
-//! [`ConnectionEpoch`]: this RpcEnv's instance id and the connection's epoch
-//! (1, 2, ... per outbox). The receiver holds a newer connection's messages
+//! [`ConnectionEpoch`]: this outbox's random instance id and the connection's
+//! epoch (1, 2, ... per outbox). The receiver holds a newer connection's messages
 //! until the older one has closed and all it delivered was dispatched, so a
 //! message never overtakes one sent before it on an earlier connection
 //! (see `handover`).
@@ -177,13 +177,14 @@ struct State {
 pub(crate) struct Outbox {
     address: RpcAddress,
     factory: Arc<TransportClientFactory>,
-    /// The owning RpcEnv's instance id.
+    /// This outbox's random instance id: what the receiver knows it by.
     instance: u64,
     state: Mutex<State>,
 }
 
 impl Outbox {
-    /// The outbox of `address` for the RpcEnv of instance id `instance`.
+    /// The outbox of `address`, known to the receiver as instance `instance`
+    /// (random, one per outbox: see `handover`).
     pub(crate) fn new(address: RpcAddress, factory: Arc<TransportClientFactory>, instance: u64) -> Arc<Self> {
         Arc::new(Self {
             address,
@@ -277,7 +278,10 @@ impl Outbox {
                 kind: std::io::ErrorKind::NotFound,
                 message: e.to_string(),
             })
-            .and_then(|addr| self.factory.create_client(addr));
+            // A connection of its own: its epoch and one-way numbers are
+            // this outbox's, so it must never be handed to another outbox
+            // (two spellings of one address resolve to one socket address).
+            .and_then(|addr| self.factory.create_unshared_client(addr));
         match result {
             Ok(client) => {
                 let mut st = self.lock();

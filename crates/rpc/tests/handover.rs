@@ -340,6 +340,40 @@ fn unacknowledged_one_ways_are_reported_when_the_receiver_is_gone(mode: IoMode) 
     client.shutdown();
 }
 
+/// Two outboxes of one RpcEnv reach the same server under two spellings of
+/// its address: each numbers its one-ways and counts its epochs on its own,
+/// so neither may fence, hold or drop the other's messages.
+fn two_outboxes_to_one_server_are_independent_senders(mode: IoMode) {
+    let (server, calls, _addr) = server(mode, 60_000);
+    let client = support::client_with(mode, "client", |_| {});
+    let port = server.address().unwrap().port;
+    let by_ip = client
+        .setup_endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("127.0.0.1", port), "w")
+        .unwrap();
+    let by_name = client
+        .setup_endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("localhost", port), "w")
+        .unwrap();
+    by_ip.send(1).unwrap();
+    wait_for(&calls, &["send Some(1)"]);
+    by_name.send(2).unwrap();
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    by_ip.send(3).unwrap();
+    by_name.send(4).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 4 && Instant::now() < deadline {
+        got = messages(&calls);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["send Some(1)", "send Some(2)", "send Some(3)", "send Some(4)"],
+        "each message once"
+    );
+    client.shutdown();
+}
+
 /// The epoch's receiver name is reserved.
 #[test]
 fn the_epoch_name_is_reserved() {
@@ -375,4 +409,5 @@ cases!(
     one_ways_are_acknowledged,
     resent_one_ways_are_delivered_once,
     unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,
+    two_outboxes_to_one_server_are_independent_senders,
 );
