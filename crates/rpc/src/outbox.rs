@@ -80,6 +80,9 @@ impl OutboxMessage {
 
     fn fail(self, address: &RpcAddress, error: &TransportError) {
         match self {
+            Self::OneWay(_) if !connection_gone(error) => {
+                tracing::warn!(%address, %error, "a one-way message was dropped: it cannot be sent")
+            }
             Self::OneWay(_) => {
                 tracing::warn!(%address, %error, "a one-way message was dropped: its destination is unreachable")
             }
@@ -87,6 +90,13 @@ impl OutboxMessage {
             Self::Rpc(_, handler) => handler.call(-1, Err(error.clone())),
         }
     }
+}
+
+/// Whether a connection refused a message because it is closed (the message
+/// may go on the next connection), rather than because of the message itself
+/// (too large for a frame: it can never be sent, and the connection is fine).
+fn connection_gone(error: &TransportError) -> bool {
+    !matches!(error, TransportError::FrameTooLarge { .. })
 }
 
 /// Reconnects in a row that an outbox makes by itself to resend
@@ -226,8 +236,14 @@ impl Outbox {
             match msg.send_with(client, retained) {
                 Ok(()) => return,
                 // The connection closed just now: a one-way waits for the
-                // next one, like a message sent while disconnected.
-                Err(refused) if matches!(refused.0, OutboxMessage::OneWay(_)) => msg = refused.0,
+                // next one, like a message sent while disconnected. (One
+                // refused for itself is failed: it has no number, and the
+                // connection stays.)
+                Err(refused)
+                    if matches!(refused.0, OutboxMessage::OneWay(_)) && connection_gone(&refused.1) =>
+                {
+                    msg = refused.0
+                }
                 Err(refused) => {
                     drop(st);
                     refused.fail(&self.address);
@@ -327,7 +343,7 @@ impl Outbox {
                         Ok(()) => {}
                         // Closed already: kept, and sent with the unacknowledged
                         // ones on the next connection.
-                        Err(r) if matches!(r.0, OutboxMessage::OneWay(_)) => {
+                        Err(r) if matches!(r.0, OutboxMessage::OneWay(_)) && connection_gone(&r.1) => {
                             if let OutboxMessage::OneWay(body) = r.0 {
                                 retained.bodies.push_back(body);
                             }
