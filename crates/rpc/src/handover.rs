@@ -39,7 +39,9 @@
 //!   (`handover_timeout_ms`, default 5,000 ms). Then the live connection is
 //!   closed: its sender opened a newer one, so it has given it up, and a
 //!   half-open old connection (its close lost on the network) must not stall
-//!   the new one for ever.
+//!   the new one for ever. The timeout is armed again while the connection
+//!   stays held, so each connection that goes live before it gets at most
+//!   that long too.
 //!
 //! **One-ways lost with a connection are sent again, once.** An Outbox
 //! numbers its one-ways 0, 1, 2, ... across all its connections (implicitly:
@@ -410,6 +412,7 @@ impl Handover {
             if let Some(timer) = timer {
                 let action = Arc::new(HandoverTimeout {
                     handover: Arc::downgrade(self),
+                    timer: Arc::downgrade(timer),
                     instance,
                     epoch,
                 });
@@ -521,11 +524,13 @@ impl Handover {
     }
 
     /// The handover timeout fired for the connection of `instance` at `epoch`:
-    /// if it is still held, closes the live connection before it.
-    fn expire(&self, instance: u64, epoch: u64) {
+    /// if it is still held, closes the live connection before it. Returns
+    /// whether it is still held (the timeout is armed again: the connection
+    /// that goes live next, if it is half-open too, must not hold it for ever).
+    fn expire(&self, instance: u64, epoch: u64) -> bool {
         let st = self.lock();
         let Some(conns) = st.senders.get(&instance) else {
-            return;
+            return false;
         };
         let still_held = conns
             .iter()
@@ -542,6 +547,7 @@ impl Handover {
             );
             live.close();
         }
+        still_held
     }
 
     /// Connections held, releasing, skipping duplicates or fenced now (a
@@ -554,14 +560,29 @@ impl Handover {
 
 struct HandoverTimeout {
     handover: Weak<Handover>,
+    timer: Weak<TimeoutScheduler>,
     instance: u64,
     epoch: u64,
 }
 
 impl Expire for HandoverTimeout {
     fn expire(&self, timed_out: bool) {
-        if timed_out && let Some(h) = self.handover.upgrade() {
-            h.expire(self.instance, self.epoch);
+        if !timed_out {
+            return;
+        }
+        let Some(h) = self.handover.upgrade() else {
+            return;
+        };
+        if h.expire(self.instance, self.epoch)
+            && let Some(timer) = self.timer.upgrade()
+        {
+            let again = Arc::new(HandoverTimeout {
+                handover: self.handover.clone(),
+                timer: self.timer.clone(),
+                instance: self.instance,
+                epoch: self.epoch,
+            });
+            timer.schedule(Instant::now() + h.timeout, again);
         }
     }
 }

@@ -282,3 +282,40 @@ fn instance_ids_differ() {
     let ids: std::collections::HashSet<u64> = (0..1000).map(|_| new_instance_id()).collect();
     assert_eq!(ids.len(), 1000);
 }
+
+/// Waits up to 10 s for `probe`'s connection to be closed.
+fn closed_within_10s(probe: &Probe) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        if probe.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_connection_held_behind_two_is_not_held_for_ever() {
+    // Epochs 2 and 3 both wait behind epoch 1; their timeouts fire while 1 is
+    // still the live one (both close it). Once 2 is live, 3 still waits for
+    // it: if 2 never closes (half-open), 3's timeout must close it too.
+    let timer = TimeoutScheduler::start();
+    let h = Handover::new(Duration::from_millis(20));
+    let (a, a_probe) = conn(1);
+    let (b, b_probe) = conn(2);
+    let (c, _) = conn(3);
+    h.on_epoch(&a, 7, 1, Resend::default(), Some(&timer)).unwrap();
+    h.on_epoch(&b, 7, 2, Resend::default(), Some(&timer)).unwrap();
+    h.on_epoch(&c, 7, 3, Resend::default(), Some(&timer)).unwrap();
+    assert!(closed_within_10s(&a_probe), "the timeout closes the live one");
+    // Let the other timeout fire too before 1's close is seen.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(release_all(&h, h.on_closed(&a)).is_empty());
+    assert_eq!(admit(&h, &b, 1), Some(1), "2 is live");
+    assert!(closed_within_10s(&b_probe), "3's wait is bounded too");
+    assert!(release_all(&h, h.on_closed(&b)).is_empty());
+    assert_eq!(admit(&h, &c, 2), Some(2), "3 is live");
+    assert_eq!(h.not_live(), 0);
+    timer.stop();
+}
