@@ -186,16 +186,40 @@ impl RpcHandler {
         }
     }
 
-    /// Dispatches the frames a held connection kept, in order, then lets it read again.
+    /// Dispatches the frames a held connection kept, in order, then lets it
+    /// read again; a closed one's end follows its last frame.
     fn release(&self, mut turn: Release) {
         loop {
             for (body, reply) in std::mem::take(&mut turn.frames) {
                 self.deliver(&turn.client, body, reply);
             }
-            match self.handover.release_step(turn) {
+            let step = self.handover.release_step(turn);
+            if let Some(client) = step.ended {
+                self.ended(&client);
+            }
+            match step.next {
                 Some(next) => turn = next,
                 None => return,
             }
+        }
+    }
+
+    /// A connection closed and everything it delivered was dispatched: its
+    /// disconnect events, after its last message.
+    fn ended(&self, client: &TransportClient) {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.id());
+        self.dispatcher
+            .post_to_all(SystemEvent::Disconnected(client.peer_addr().into()));
+        let known = self
+            .remote_addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.id());
+        if let Some(addr) = known {
+            self.dispatcher.post_to_all(SystemEvent::Disconnected(addr));
         }
     }
 }
@@ -231,25 +255,17 @@ impl TransportHandler for RpcHandler {
     }
 
     fn channel_inactive(&self, client: &TransportClient) {
-        if let Some(turn) = self.handover.on_closed(client) {
-            self.release(turn);
-        }
+        let closed = self.handover.on_closed(client);
         if let Some(outbound) = client.attachment::<OutboundConn>() {
             outbound.closed();
         }
-        self.dropped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client.id());
-        self.dispatcher
-            .post_to_all(SystemEvent::Disconnected(client.peer_addr().into()));
-        let known = self
-            .remote_addresses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client.id());
-        if let Some(addr) = known {
-            self.dispatcher.post_to_all(SystemEvent::Disconnected(addr));
+        // Its disconnect before the next connection's messages; a held
+        // connection's after its own kept ones (`release`).
+        if !closed.pending {
+            self.ended(client);
+        }
+        if let Some(turn) = closed.turn {
+            self.release(turn);
         }
     }
 

@@ -29,6 +29,9 @@
 //!   read), the next one is released: its kept frames are dispatched, then its
 //!   reading resumes. A held connection that closed meanwhile still has its
 //!   kept frames dispatched, in turn; nothing the server read is dropped.
+//!   Endpoints see each connection's disconnect (`on_disconnected`) after
+//!   its last message and before the next connection's first, so one that
+//!   forgets a peer on disconnect does not forget what it said again.
 //! - a connection whose epoch is not above the newest one seen for its
 //!   instance was superseded before it said so: it is *fenced* (closed, and
 //!   what it delivered is dropped, with one `warn`), since its messages would
@@ -276,6 +279,25 @@ pub(crate) struct Handover {
     timeout: Duration,
 }
 
+/// What [`Handover::on_closed`] tells the handler.
+pub(crate) struct Closed {
+    /// The closed connection still has frames to dispatch (it was held or
+    /// being released): its end (disconnect events) waits until they were,
+    /// when a [`Step`] names it.
+    pub(crate) pending: bool,
+    /// The first step of releasing the next connection of its sender, if due.
+    pub(crate) turn: Option<Release>,
+}
+
+/// What [`Handover::release_step`] tells the handler.
+pub(crate) struct Step {
+    /// A closed connection whose frames have all been dispatched now: its end
+    /// is due (it had [`Closed::pending`]).
+    pub(crate) ended: Option<TransportClient>,
+    /// The next frames to dispatch, if any.
+    pub(crate) next: Option<Release>,
+}
+
 /// What releasing a connection hands back: dispatch these frames of `client`
 /// in order, then call [`Handover::release_step`] again.
 pub(crate) struct Release {
@@ -422,30 +444,50 @@ impl Handover {
         Ok(())
     }
 
-    /// The backend closed `client`. Returns the first step of releasing the
+    /// The backend closed `client`. Returns whether its end must wait for
+    /// frames it still has to dispatch, and the first step of releasing the
     /// next connection of its sender, if that is now due.
-    pub(crate) fn on_closed(&self, client: &TransportClient) -> Option<Release> {
+    pub(crate) fn on_closed(&self, client: &TransportClient) -> Closed {
+        let done = Closed {
+            pending: false,
+            turn: None,
+        };
         let mut st = self.lock();
-        let instance = st.by_conn.get(&client.id()).copied()?;
+        let Some(instance) = st.by_conn.get(&client.id()).copied() else {
+            return done;
+        };
         let Some(instance) = instance else {
             // Fenced: forget it.
             st.by_conn.remove(&client.id());
             self.not_live.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return done;
         };
-        let conns = st.senders.get_mut(&instance)?;
-        let pos = conns.iter().position(|c| c.client.id() == client.id())?;
+        let Some(conns) = st.senders.get_mut(&instance) else {
+            return done;
+        };
+        let Some(pos) = conns.iter().position(|c| c.client.id() == client.id()) else {
+            return done;
+        };
         conns[pos].closed = true;
         if pos != 0 || !matches!(conns[0].stage, Stage::Live) {
-            // A held connection closed: its kept frames still go, in turn.
-            // (One being released closes its own turn in `release_step`.)
-            return None;
+            // A held connection closed: its kept frames still go, in turn,
+            // and its end after them. (One being released closes its own
+            // turn in `release_step`.)
+            return Closed {
+                pending: true,
+                turn: None,
+            };
         }
-        let mut gone = conns.pop_front()?;
+        let Some(mut gone) = conns.pop_front() else {
+            return done;
+        };
         self.update(&mut gone, |c| c.skip = 0);
         st.by_conn.remove(&client.id());
         st.record_closed(instance, &gone);
-        self.next_turn(&mut st, instance)
+        Closed {
+            pending: false,
+            turn: self.next_turn(&mut st, instance),
+        }
     }
 
     /// Makes the front connection of `instance` (if any) the one being
@@ -483,11 +525,18 @@ impl Handover {
 
     /// After the frames of `done` were dispatched: the next frames of the same
     /// connection (read meanwhile), or of the next connection in turn if it
-    /// closed, or `None` once the connection is live and reads again.
-    pub(crate) fn release_step(&self, done: Release) -> Option<Release> {
+    /// closed (then it is named as ended), or none once the connection is
+    /// live and reads again.
+    pub(crate) fn release_step(&self, done: Release) -> Step {
+        let nothing = Step {
+            ended: None,
+            next: None,
+        };
         let mut st = self.lock();
         let instance = done.instance;
-        let front = st.senders.get_mut(&instance)?.front_mut()?;
+        let Some(front) = st.senders.get_mut(&instance).and_then(VecDeque::front_mut) else {
+            return nothing;
+        };
         debug_assert_eq!(front.client.id(), done.client.id());
         let more = self.update(front, |c| {
             let Stage::Releasing { kept, .. } = &mut c.stage else {
@@ -498,29 +547,36 @@ impl Handover {
             (!frames.is_empty()).then_some(frames)
         });
         if let Some(frames) = more {
-            return Some(Release {
-                client: done.client,
-                frames,
-                instance,
-            });
+            return Step {
+                ended: None,
+                next: Some(Release {
+                    client: done.client,
+                    frames,
+                    instance,
+                }),
+            };
         }
         let stage = self.update(front, |c| std::mem::replace(&mut c.stage, Stage::Live));
         if front.closed {
-            let conns = st.senders.get_mut(&instance)?;
-            let mut gone = conns.pop_front()?;
+            let Some(mut gone) = st.senders.get_mut(&instance).and_then(VecDeque::pop_front) else {
+                return nothing;
+            };
             self.update(&mut gone, |c| c.skip = 0);
             st.by_conn.remove(&done.client.id());
             st.record_closed(instance, &gone);
             let next = self.next_turn(&mut st, instance);
             drop(st);
             drop(stage);
-            return next;
+            return Step {
+                ended: Some(done.client),
+                next,
+            };
         }
         drop(st);
         // Dropping the pause lets the connection read again, after every
         // frame kept from it was dispatched.
         drop(stage);
-        None
+        nothing
     }
 
     /// The handover timeout fired for the connection of `instance` at `epoch`:

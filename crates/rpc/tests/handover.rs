@@ -410,6 +410,96 @@ fn a_one_way_too_large_is_dropped_alone(mode: IoMode) {
     client.shutdown();
 }
 
+/// The older connection's disconnect reaches the endpoints before what the
+/// newer one delivered: an endpoint that forgets a peer on disconnect (a
+/// master removing a worker) must not forget what the peer said again after
+/// reconnecting.
+fn the_older_connection_disconnects_before_the_newer_is_dispatched(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut old = Raw::connect(&addr);
+    let old_addr = old.stream.local_addr().unwrap().to_string();
+    say_epoch(&mut old, 121, 1);
+    send_n(&mut old, 1);
+    wait_for(&calls, &["send Some(1)"]);
+    let mut new = Raw::connect(&addr);
+    say_epoch(&mut new, 121, 2);
+    send_n(&mut new, 2);
+    stays(&calls, &["send Some(1)"]);
+    drop(old);
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    let gone = format!("disconnected {old_addr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = support::watch::seen(&calls);
+        if events.contains(&gone) || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let at = |what: &str| events.iter().position(|e| e == what);
+    assert!(
+        at(&gone).is_some() && at(&gone) < at("send Some(2)"),
+        "the old connection's disconnect first: {events:?}"
+    );
+}
+
+/// A `u64` one-way to "w" from the sender address `host:port`.
+fn from_sender(host: &str, port: u16, n: u64) -> Bytes {
+    let mut out = vec![1u8];
+    out.extend_from_slice(&fingerprint::<u64>().to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(b"w");
+    out.push(1);
+    out.extend_from_slice(&(host.len() as u16).to_be_bytes());
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    Bytes::from(out)
+}
+
+/// A held connection that closes before its turn: its messages are
+/// dispatched in turn, and its peer's disconnect follows them (it is not
+/// left connected for ever).
+fn a_held_connection_that_closed_disconnects_after_its_messages(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut first = Raw::connect(&addr);
+    say_epoch(&mut first, 131, 1);
+    one_way(&mut first, from_sender("peer", 1, 1));
+    wait_for(&calls, &["send Some(1)"]);
+    let mut second = Raw::connect(&addr);
+    say_epoch(&mut second, 131, 2);
+    one_way(&mut second, from_sender("peer", 1, 2));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(second);
+    stays(&calls, &["send Some(1)"]);
+    drop(first);
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<String> = support::watch::seen(&calls)
+            .into_iter()
+            .filter(|e| e.ends_with(" peer:1") || e.starts_with("send"))
+            .collect();
+        if events.len() >= 6 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        events,
+        [
+            "connected peer:1",
+            "send Some(1)",
+            "disconnected peer:1",
+            "connected peer:1",
+            "send Some(2)",
+            "disconnected peer:1",
+        ],
+        "each connection's messages between its connect and its disconnect; all: {:?}",
+        support::watch::seen(&calls)
+    );
+}
+
 /// The epoch's receiver name is reserved.
 #[test]
 fn the_epoch_name_is_reserved() {
@@ -447,4 +537,6 @@ cases!(
     unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,
     two_outboxes_to_one_server_are_independent_senders,
     a_one_way_too_large_is_dropped_alone,
+    the_older_connection_disconnects_before_the_newer_is_dispatched,
+    a_held_connection_that_closed_disconnects_after_its_messages,
 );
