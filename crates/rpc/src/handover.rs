@@ -219,12 +219,20 @@ struct State {
     /// Per instance, the number after the last one-way its closed
     /// connections received: what a resend is counted against.
     next_seq: HashMap<u64, u64>,
-    /// Instances whose last connection closed, oldest first.
-    retired: VecDeque<u64>,
+    /// Instances whose last connection closed, oldest first, each with the
+    /// number of that retirement (an instance that reconnected and retired
+    /// again is in it more than once).
+    retired: VecDeque<(u64, u64)>,
+    /// Per retired instance, the number of its last retirement: only that
+    /// entry of `retired` forgets it.
+    last_retired: HashMap<u64, u64>,
+    /// Retirements so far (a count).
+    retirements: u64,
 }
 
-/// Instances without an open connection whose newest epoch is remembered:
-/// 16 bytes of map entry each, so at most about 1 MiB.
+/// Retirements remembered: an instance without an open connection has its
+/// newest epoch and next number kept until this many retirements followed
+/// its last. Three 16-byte map entries each, so about 3 MiB of entries at most.
 const RETIRED_KEPT: usize = 65_536;
 
 impl State {
@@ -247,16 +255,21 @@ impl State {
     }
 
     /// `instance` has no open connection left: forget its connection list,
-    /// and its newest epoch once [`RETIRED_KEPT`] newer instances retired.
+    /// and its newest epoch once [`RETIRED_KEPT`] retirements followed.
     fn retire(&mut self, instance: u64) {
         self.senders.remove(&instance);
-        self.retired.push_back(instance);
+        self.retirements += 1;
+        self.retired.push_back((instance, self.retirements));
+        self.last_retired.insert(instance, self.retirements);
         while self.retired.len() > RETIRED_KEPT {
-            if let Some(old) = self.retired.pop_front()
-                && !self.senders.contains_key(&old)
+            if let Some((old, at)) = self.retired.pop_front()
+                && self.last_retired.get(&old) == Some(&at)
             {
-                self.newest.remove(&old);
-                self.next_seq.remove(&old);
+                self.last_retired.remove(&old);
+                if !self.senders.contains_key(&old) {
+                    self.newest.remove(&old);
+                    self.next_seq.remove(&old);
+                }
             }
         }
     }

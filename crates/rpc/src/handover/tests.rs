@@ -190,6 +190,10 @@ fn retired_instances_are_bounded() {
     let st = h.lock();
     assert!(st.senders.is_empty());
     assert_eq!(st.newest.len(), RETIRED_KEPT);
+    assert_eq!(
+        (st.retired.len(), st.last_retired.len()),
+        (RETIRED_KEPT, RETIRED_KEPT)
+    );
     assert!(!st.newest.contains_key(&0), "the oldest is forgotten");
 }
 
@@ -347,5 +351,28 @@ fn a_closed_held_connection_ends_after_its_frames() {
         "b ends once its frame was dispatched"
     );
     assert!(step.next.is_none());
+    assert_eq!(h.not_live(), 0);
+}
+
+#[test]
+fn a_sender_that_retired_twice_is_remembered_from_its_last_retirement() {
+    let h = Handover::new(Duration::from_secs(1));
+    // Instance 7 connects and goes away twice (epochs 1, then 2).
+    for (id, epoch) in [(1_000_000, 1), (1_000_001, 2)] {
+        let (c, _) = conn(id);
+        h.on_epoch(&c, 7, epoch, Resend::default(), None).unwrap();
+        assert!(closed(&h, &c).is_none());
+    }
+    // Fewer than RETIRED_KEPT other senders retire after its last retirement.
+    for i in 0..(RETIRED_KEPT as u64 - 1) {
+        let (c, _) = conn(i);
+        h.on_epoch(&c, 100 + i, 1, Resend::default(), None).unwrap();
+        assert!(closed(&h, &c).is_none());
+    }
+    // So its newest epoch is still known: a straggler of epoch 2 is fenced.
+    let (late, late_probe) = conn(2_000_000);
+    h.on_epoch(&late, 7, 2, Resend::default(), None).unwrap();
+    assert!(late_probe.closed.load(Ordering::SeqCst), "fenced");
+    assert!(closed(&h, &late).is_none());
     assert_eq!(h.not_live(), 0);
 }
