@@ -351,10 +351,17 @@ impl Outbox {
                         Err(r) => refused.push(r),
                     }
                 }
+                // Closed already, maybe before it had its attachment (then
+                // its `channel_inactive` found no outbox to tell): handled
+                // here as a lost connection. If it was told, this is a no-op.
+                let (lost, epoch) = (!client.is_active(), st.epoch);
                 st.client = Some(client);
                 drop(st);
                 for r in refused {
                     r.fail(&self.address);
+                }
+                if lost {
+                    self.connection_lost(epoch);
                 }
             }
             Err(e) => {
@@ -452,6 +459,9 @@ pub(crate) fn connect_error(address: &RpcAddress, e: TransportError) -> RpcError
         other => RpcError::from_transport(other),
     }
 }
+
+#[cfg(test)]
+mod reconnect_tests;
 
 #[cfg(test)]
 mod tests {
