@@ -114,10 +114,15 @@ impl RpcHandler {
             count: m.resend_count.to_native(),
         };
         let timer = self.env.get().and_then(Weak::upgrade).map(|e| e.timeouts.clone());
-        if let Err(reason) = self
-            .handover
-            .on_epoch(client, instance, epoch, resend, timer.as_ref())
-        {
+        let taken = if client.attachment::<OutboundConn>().is_some() {
+            // Only the side that opened a connection says its epoch; taken
+            // for a sender's, this connection's reading could be held.
+            Err("a connection epoch on a connection this RpcEnv opened".to_string())
+        } else {
+            self.handover
+                .on_epoch(client, instance, epoch, resend, timer.as_ref())
+        };
+        if let Err(reason) = taken {
             tracing::warn!(peer = %client.peer_addr(), %reason, "closing the connection: protocol error");
             client.close();
         }

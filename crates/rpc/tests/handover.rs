@@ -500,6 +500,30 @@ fn a_held_connection_that_closed_disconnects_after_its_messages(mode: IoMode) {
     );
 }
 
+/// A server that sends a ConnectionEpoch back on the connection an Outbox
+/// opened breaks the protocol: the RpcEnv closes that connection rather than
+/// take it for a sender's (whose reading it could then hold).
+fn an_epoch_on_an_outbound_connection_closes_it(mode: IoMode) {
+    capture_logs();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = support::client_with(mode, "client", |_| {});
+    let w = client.endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("127.0.0.1", port), "w");
+    w.send(1).unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let mut raw = Raw::from_stream(stream);
+    // Once its epoch arrived, the outbox has set the connection up.
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut raw.stream, &mut first).unwrap();
+    say_epoch(&mut raw, 141, 1);
+    assert!(raw.closed_by_peer(), "the client closes the connection");
+    assert!(logged(&[
+        "protocol error",
+        "a connection epoch on a connection this RpcEnv opened"
+    ]));
+    client.shutdown();
+}
+
 /// The epoch's receiver name is reserved.
 #[test]
 fn the_epoch_name_is_reserved() {
@@ -539,4 +563,5 @@ cases!(
     a_one_way_too_large_is_dropped_alone,
     the_older_connection_disconnects_before_the_newer_is_dispatched,
     a_held_connection_that_closed_disconnects_after_its_messages,
+    an_epoch_on_an_outbound_connection_closes_it,
 );
