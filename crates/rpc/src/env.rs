@@ -31,9 +31,6 @@ pub(crate) struct EnvInner {
     factory: Arc<TransportClientFactory>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     outboxes: Mutex<HashMap<RpcAddress, Arc<Outbox>>>,
-    /// This RpcEnv's random instance id, sent first on every connection its
-    /// Outboxes open (`handover`).
-    instance: u64,
     pub(crate) timeouts: Arc<TimeoutScheduler>,
     stopped: AtomicBool,
     terminated: Mutex<bool>,
@@ -61,7 +58,16 @@ impl EnvInner {
     fn outbox(&self, address: &RpcAddress) -> Arc<Outbox> {
         let mut map = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(address.clone())
-            .or_insert_with(|| Outbox::new(address.clone(), self.factory.clone(), self.instance))
+            // Each Outbox numbers its one-ways and counts its connections on
+            // its own, so each is a sender of its own to the receiver: two
+            // spellings of one server's address must not share an id.
+            .or_insert_with(|| {
+                Outbox::new(
+                    address.clone(),
+                    self.factory.clone(),
+                    crate::handover::new_instance_id(),
+                )
+            })
             .clone()
     }
 
@@ -185,7 +191,6 @@ impl RpcEnv {
             factory,
             dispatcher: dispatcher.clone(),
             outboxes: Mutex::new(HashMap::new()),
-            instance: crate::handover::new_instance_id(),
             timeouts: TimeoutScheduler::start(),
             stopped: AtomicBool::new(false),
             terminated: Mutex::new(false),

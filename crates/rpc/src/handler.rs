@@ -115,10 +115,15 @@ impl RpcHandler {
             count: m.resend_count.to_native(),
         };
         let timer = self.env.get().and_then(Weak::upgrade).map(|e| e.timeouts.clone());
-        match self
-            .handover
-            .on_epoch(client, request_id, instance, epoch, resend, timer.as_ref())
-        {
+        let taken = if client.attachment::<OutboundConn>().is_some() {
+            // Only the side that opened a connection says its epoch; taken
+            // for a sender's, this connection's reading could be held.
+            Err("a connection epoch on a connection this RpcEnv opened".to_string())
+        } else {
+            self.handover
+                .on_epoch(client, request_id, instance, epoch, resend, timer.as_ref())
+        };
+        match taken {
             Ok(true) => {
                 let _ = client.send_response(request_id, Bytes::new());
             }
@@ -202,7 +207,8 @@ impl RpcHandler {
     }
 
     /// Dispatches the frames a held connection kept, in order, then lets it
-    /// read again; acknowledges the one-ways among them.
+    /// read again; acknowledges the one-ways among them; a closed one's end
+    /// follows its last frame.
     fn release(&self, mut turn: Release) {
         loop {
             if let Some(request_id) = turn.answer.take() {
@@ -216,10 +222,33 @@ impl RpcHandler {
                 }
             }
             self.ack_handled(&turn.client);
-            match self.handover.release_step(turn) {
+            let step = self.handover.release_step(turn);
+            if let Some(client) = step.ended {
+                self.ended(&client);
+            }
+            match step.next {
                 Some(next) => turn = next,
                 None => return,
             }
+        }
+    }
+
+    /// A connection closed and everything it delivered was dispatched: its
+    /// disconnect events, after its last message.
+    fn ended(&self, client: &TransportClient) {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.id());
+        self.dispatcher
+            .post_to_all(SystemEvent::Disconnected(client.peer_addr().into()));
+        let known = self
+            .remote_addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.id());
+        if let Some(addr) = known {
+            self.dispatcher.post_to_all(SystemEvent::Disconnected(addr));
         }
     }
 }
@@ -262,25 +291,17 @@ impl TransportHandler for RpcHandler {
     }
 
     fn channel_inactive(&self, client: &TransportClient) {
-        if let Some(turn) = self.handover.on_closed(client) {
-            self.release(turn);
-        }
+        let closed = self.handover.on_closed(client);
         if let Some(outbound) = client.attachment::<OutboundConn>() {
             outbound.closed();
         }
-        self.dropped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client.id());
-        self.dispatcher
-            .post_to_all(SystemEvent::Disconnected(client.peer_addr().into()));
-        let known = self
-            .remote_addresses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client.id());
-        if let Some(addr) = known {
-            self.dispatcher.post_to_all(SystemEvent::Disconnected(addr));
+        // Its disconnect before the next connection's messages; a held
+        // connection's after its own kept ones (`release`).
+        if !closed.pending {
+            self.ended(client);
+        }
+        if let Some(turn) = closed.turn {
+            self.release(turn);
         }
     }
 

@@ -9,8 +9,11 @@
 //! producer epochs and Raft's terms are the usual cure, and this is that cure
 //! for one sender's connections.
 //!
-//! **The protocol.** Every RpcEnv draws a random 64-bit *instance* id when it
-//! is created. The first frame an Outbox writes on each new connection is a
+//! **The protocol.** Every Outbox draws a random 64-bit *instance* id when it
+//! is created (one per Outbox, not per RpcEnv: an RpcEnv may have two
+//! Outboxes to one server, under two spellings of its address, and each
+//! numbers its one-ways and counts its connections on its own). The first
+//! frame an Outbox writes on each new connection is a
 //! [`ConnectionEpoch`] request to the reserved receiver
 //! [`CONNECTION_EPOCH_NAME`], carrying that instance id and the Outbox's
 //! *epoch*: 1 for its first connection, one more for each reconnect. The
@@ -29,6 +32,9 @@
 //!   read), the next one is released: its ConnectionEpoch is answered, its
 //!   kept frames are dispatched, then its reading resumes. A held connection that closed meanwhile still has its
 //!   kept frames dispatched, in turn; nothing the server read is dropped.
+//!   Endpoints see each connection's disconnect (`on_disconnected`) after
+//!   its last message and before the next connection's first, so one that
+//!   forgets a peer on disconnect does not forget what it said again.
 //! - a connection whose epoch is not above the newest one seen for its
 //!   instance was superseded before it said so: it is *fenced* (closed, and
 //!   what it delivered is dropped, with one `warn`), since its messages would
@@ -39,7 +45,9 @@
 //!   (`handover_timeout_ms`, default 5,000 ms). Then the live connection is
 //!   closed: its sender opened a newer one, so it has given it up, and a
 //!   half-open old connection (its close lost on the network) must not stall
-//!   the new one for ever.
+//!   the new one for ever. The timeout is armed again while the connection
+//!   stays held, so each connection that goes live before it gets at most
+//!   that long too.
 //!
 //! **One-ways lost with a connection are sent again, once.** An Outbox
 //! numbers its one-ways 0, 1, 2, ... across all its connections (implicitly:
@@ -85,7 +93,7 @@ pub const CONNECTION_EPOCH_NAME: &str = "connection-epoch";
 /// reconnects (see the module docs of `handover`). No endpoint ever sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ConnectionEpoch {
-    /// The sending RpcEnv's instance id: random, drawn once per RpcEnv.
+    /// The sending Outbox's instance id: random, drawn once per Outbox.
     pub instance: u64,
     /// The Outbox's connection count to this destination: 1 for its first
     /// connection, one more per reconnect.
@@ -145,8 +153,8 @@ pub(crate) struct Resend {
 /// The default handover timeout, in milliseconds.
 pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 5_000;
 
-/// A random instance id for a new RpcEnv: std's `RandomState` is seeded from
-/// the OS's random source; the clock and the process id make ids of RpcEnvs
+/// A random instance id for a new Outbox: std's `RandomState` is seeded from
+/// the OS's random source; the clock and the process id make ids of Outboxes
 /// created in one process, or at one instant in many, differ too.
 pub(crate) fn new_instance_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -228,12 +236,20 @@ struct State {
     /// Per instance, the number after the last one-way its closed
     /// connections received: what a resend is counted against.
     next_seq: HashMap<u64, u64>,
-    /// Instances whose last connection closed, oldest first.
-    retired: VecDeque<u64>,
+    /// Instances whose last connection closed, oldest first, each with the
+    /// number of that retirement (an instance that reconnected and retired
+    /// again is in it more than once).
+    retired: VecDeque<(u64, u64)>,
+    /// Per retired instance, the number of its last retirement: only that
+    /// entry of `retired` forgets it.
+    last_retired: HashMap<u64, u64>,
+    /// Retirements so far (a count).
+    retirements: u64,
 }
 
-/// Instances without an open connection whose newest epoch is remembered:
-/// 16 bytes of map entry each, so at most about 1 MiB.
+/// Retirements remembered: an instance without an open connection has its
+/// newest epoch and next number kept until this many retirements followed
+/// its last. Three 16-byte map entries each, so about 3 MiB of entries at most.
 const RETIRED_KEPT: usize = 65_536;
 
 impl State {
@@ -256,16 +272,21 @@ impl State {
     }
 
     /// `instance` has no open connection left: forget its connection list,
-    /// and its newest epoch once [`RETIRED_KEPT`] newer instances retired.
+    /// and its newest epoch once [`RETIRED_KEPT`] retirements followed.
     fn retire(&mut self, instance: u64) {
         self.senders.remove(&instance);
-        self.retired.push_back(instance);
+        self.retirements += 1;
+        self.retired.push_back((instance, self.retirements));
+        self.last_retired.insert(instance, self.retirements);
         while self.retired.len() > RETIRED_KEPT {
-            if let Some(old) = self.retired.pop_front()
-                && !self.senders.contains_key(&old)
+            if let Some((old, at)) = self.retired.pop_front()
+                && self.last_retired.get(&old) == Some(&at)
             {
-                self.newest.remove(&old);
-                self.next_seq.remove(&old);
+                self.last_retired.remove(&old);
+                if !self.senders.contains_key(&old) {
+                    self.newest.remove(&old);
+                    self.next_seq.remove(&old);
+                }
             }
         }
     }
@@ -288,6 +309,25 @@ pub(crate) struct Handover {
     not_live: AtomicUsize,
     state: Mutex<State>,
     timeout: Duration,
+}
+
+/// What [`Handover::on_closed`] tells the handler.
+pub(crate) struct Closed {
+    /// The closed connection still has frames to dispatch (it was held or
+    /// being released): its end (disconnect events) waits until they were,
+    /// when a [`Step`] names it.
+    pub(crate) pending: bool,
+    /// The first step of releasing the next connection of its sender, if due.
+    pub(crate) turn: Option<Release>,
+}
+
+/// What [`Handover::release_step`] tells the handler.
+pub(crate) struct Step {
+    /// A closed connection whose frames have all been dispatched now: its end
+    /// is due (it had [`Closed::pending`]).
+    pub(crate) ended: Option<TransportClient>,
+    /// The next frames to dispatch, if any.
+    pub(crate) next: Option<Release>,
 }
 
 /// What releasing a connection hands back: dispatch these frames of `client`
@@ -436,6 +476,7 @@ impl Handover {
             if let Some(timer) = timer {
                 let action = Arc::new(HandoverTimeout {
                     handover: Arc::downgrade(self),
+                    timer: Arc::downgrade(timer),
                     instance,
                     epoch,
                 });
@@ -445,30 +486,50 @@ impl Handover {
         Ok(first)
     }
 
-    /// The backend closed `client`. Returns the first step of releasing the
+    /// The backend closed `client`. Returns whether its end must wait for
+    /// frames it still has to dispatch, and the first step of releasing the
     /// next connection of its sender, if that is now due.
-    pub(crate) fn on_closed(&self, client: &TransportClient) -> Option<Release> {
+    pub(crate) fn on_closed(&self, client: &TransportClient) -> Closed {
+        let done = Closed {
+            pending: false,
+            turn: None,
+        };
         let mut st = self.lock();
-        let instance = st.by_conn.get(&client.id()).copied()?;
+        let Some(instance) = st.by_conn.get(&client.id()).copied() else {
+            return done;
+        };
         let Some(instance) = instance else {
             // Fenced: forget it.
             st.by_conn.remove(&client.id());
             self.not_live.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return done;
         };
-        let conns = st.senders.get_mut(&instance)?;
-        let pos = conns.iter().position(|c| c.client.id() == client.id())?;
+        let Some(conns) = st.senders.get_mut(&instance) else {
+            return done;
+        };
+        let Some(pos) = conns.iter().position(|c| c.client.id() == client.id()) else {
+            return done;
+        };
         conns[pos].closed = true;
         if pos != 0 || !matches!(conns[0].stage, Stage::Live) {
-            // A held connection closed: its kept frames still go, in turn.
-            // (One being released closes its own turn in `release_step`.)
-            return None;
+            // A held connection closed: its kept frames still go, in turn,
+            // and its end after them. (One being released closes its own
+            // turn in `release_step`.)
+            return Closed {
+                pending: true,
+                turn: None,
+            };
         }
-        let mut gone = conns.pop_front()?;
+        let Some(mut gone) = conns.pop_front() else {
+            return done;
+        };
         self.update(&mut gone, |c| c.skip = 0);
         st.by_conn.remove(&client.id());
         st.record_closed(instance, &gone);
-        self.next_turn(&mut st, instance)
+        Closed {
+            pending: false,
+            turn: self.next_turn(&mut st, instance),
+        }
     }
 
     /// Makes the front connection of `instance` (if any) the one being
@@ -507,11 +568,18 @@ impl Handover {
 
     /// After the frames of `done` were dispatched: the next frames of the same
     /// connection (read meanwhile), or of the next connection in turn if it
-    /// closed, or `None` once the connection is live and reads again.
-    pub(crate) fn release_step(&self, done: Release) -> Option<Release> {
+    /// closed (then it is named as ended), or none once the connection is
+    /// live and reads again.
+    pub(crate) fn release_step(&self, done: Release) -> Step {
+        let nothing = Step {
+            ended: None,
+            next: None,
+        };
         let mut st = self.lock();
         let instance = done.instance;
-        let front = st.senders.get_mut(&instance)?.front_mut()?;
+        let Some(front) = st.senders.get_mut(&instance).and_then(VecDeque::front_mut) else {
+            return nothing;
+        };
         debug_assert_eq!(front.client.id(), done.client.id());
         let more = self.update(front, |c| {
             let Stage::Releasing { kept, .. } = &mut c.stage else {
@@ -522,38 +590,47 @@ impl Handover {
             (!frames.is_empty()).then_some(frames)
         });
         if let Some(frames) = more {
-            return Some(Release {
-                client: done.client,
-                answer: None,
-                frames,
-                instance,
-            });
+            return Step {
+                ended: None,
+                next: Some(Release {
+                    client: done.client,
+                    answer: None,
+                    frames,
+                    instance,
+                }),
+            };
         }
         let stage = self.update(front, |c| std::mem::replace(&mut c.stage, Stage::Live));
         if front.closed {
-            let conns = st.senders.get_mut(&instance)?;
-            let mut gone = conns.pop_front()?;
+            let Some(mut gone) = st.senders.get_mut(&instance).and_then(VecDeque::pop_front) else {
+                return nothing;
+            };
             self.update(&mut gone, |c| c.skip = 0);
             st.by_conn.remove(&done.client.id());
             st.record_closed(instance, &gone);
             let next = self.next_turn(&mut st, instance);
             drop(st);
             drop(stage);
-            return next;
+            return Step {
+                ended: Some(done.client),
+                next,
+            };
         }
         drop(st);
         // Dropping the pause lets the connection read again, after every
         // frame kept from it was dispatched.
         drop(stage);
-        None
+        nothing
     }
 
     /// The handover timeout fired for the connection of `instance` at `epoch`:
-    /// if it is still held, closes the live connection before it.
-    fn expire(&self, instance: u64, epoch: u64) {
+    /// if it is still held, closes the live connection before it. Returns
+    /// whether it is still held (the timeout is armed again: the connection
+    /// that goes live next, if it is half-open too, must not hold it for ever).
+    fn expire(&self, instance: u64, epoch: u64) -> bool {
         let st = self.lock();
         let Some(conns) = st.senders.get(&instance) else {
-            return;
+            return false;
         };
         let still_held = conns
             .iter()
@@ -570,6 +647,7 @@ impl Handover {
             );
             live.close();
         }
+        still_held
     }
 
     /// Connections held, releasing, skipping duplicates or fenced now (a
@@ -582,14 +660,29 @@ impl Handover {
 
 struct HandoverTimeout {
     handover: Weak<Handover>,
+    timer: Weak<TimeoutScheduler>,
     instance: u64,
     epoch: u64,
 }
 
 impl Expire for HandoverTimeout {
     fn expire(&self, timed_out: bool) {
-        if timed_out && let Some(h) = self.handover.upgrade() {
-            h.expire(self.instance, self.epoch);
+        if !timed_out {
+            return;
+        }
+        let Some(h) = self.handover.upgrade() else {
+            return;
+        };
+        if h.expire(self.instance, self.epoch)
+            && let Some(timer) = self.timer.upgrade()
+        {
+            let again = Arc::new(HandoverTimeout {
+                handover: self.handover.clone(),
+                timer: self.timer.clone(),
+                instance: self.instance,
+                epoch: self.epoch,
+            });
+            timer.schedule(Instant::now() + h.timeout, again);
         }
     }
 }

@@ -16,8 +16,8 @@
 //! message. When a connection is lost, the next message reconnects at once.
 //!
 //! **Order across reconnects.** The first frame on each connection is a
-//! [`ConnectionEpoch`]: this RpcEnv's instance id and the connection's epoch
-//! (1, 2, ... per outbox). The receiver holds a newer connection's messages
+//! [`ConnectionEpoch`]: this outbox's random instance id and the connection's
+//! epoch (1, 2, ... per outbox). The receiver holds a newer connection's messages
 //! until the older one has closed and all it delivered was dispatched, so a
 //! message never overtakes one sent before it on an earlier connection
 //! (see `handover`).
@@ -80,6 +80,9 @@ impl OutboxMessage {
 
     fn fail(self, address: &RpcAddress, error: &TransportError) {
         match self {
+            Self::OneWay(_) if !connection_gone(error) => {
+                tracing::warn!(%address, %error, "a one-way message was dropped: it cannot be sent")
+            }
             Self::OneWay(_) => {
                 tracing::warn!(%address, %error, "a one-way message was dropped: its destination is unreachable")
             }
@@ -93,6 +96,13 @@ impl OutboxMessage {
 /// receiver answered its [`ConnectionEpoch`] (a count), before it treats the
 /// loss as a failed connect.
 const INTRODUCTION_RETRIES: u32 = 3;
+
+/// Whether a connection refused a message because it is closed (the message
+/// may go on the next connection), rather than because of the message itself
+/// (too large for a frame: it can never be sent, and the connection is fine).
+fn connection_gone(error: &TransportError) -> bool {
+    !matches!(error, TransportError::FrameTooLarge { .. })
+}
 
 /// Reconnects in a row that an outbox makes by itself to resend
 /// unacknowledged one-ways, with no ack in between (a count).
@@ -185,13 +195,14 @@ struct State {
 pub(crate) struct Outbox {
     address: RpcAddress,
     factory: Arc<TransportClientFactory>,
-    /// The owning RpcEnv's instance id.
+    /// This outbox's random instance id: what the receiver knows it by.
     instance: u64,
     state: Mutex<State>,
 }
 
 impl Outbox {
-    /// The outbox of `address` for the RpcEnv of instance id `instance`.
+    /// The outbox of `address`, known to the receiver as instance `instance`
+    /// (random, one per outbox: see `handover`).
     pub(crate) fn new(address: RpcAddress, factory: Arc<TransportClientFactory>, instance: u64) -> Arc<Self> {
         Arc::new(Self {
             address,
@@ -233,8 +244,14 @@ impl Outbox {
             match msg.send_with(client, retained) {
                 Ok(()) => return,
                 // The connection closed just now: a one-way waits for the
-                // next one, like a message sent while disconnected.
-                Err(refused) if matches!(refused.0, OutboxMessage::OneWay(_)) => msg = refused.0,
+                // next one, like a message sent while disconnected. (One
+                // refused for itself is failed: it has no number, and the
+                // connection stays.)
+                Err(refused)
+                    if matches!(refused.0, OutboxMessage::OneWay(_)) && connection_gone(&refused.1) =>
+                {
+                    msg = refused.0
+                }
                 Err(refused) => {
                     drop(st);
                     refused.fail(&self.address);
@@ -288,7 +305,7 @@ impl Outbox {
                     message: e.to_string(),
                 })
                 .and_then(|addr| {
-                    let client = self.factory.create_client(addr)?;
+                    let client = self.factory.create_unshared_client(addr)?;
                     self.introduce(&client, addr).inspect_err(|_| client.close())?;
                     Ok(client)
                 });
@@ -329,7 +346,7 @@ impl Outbox {
                         Ok(()) => {}
                         // Closed already: kept, and sent with the unacknowledged
                         // ones on the next connection.
-                        Err(r) if matches!(r.0, OutboxMessage::OneWay(_)) => {
+                        Err(r) if matches!(r.0, OutboxMessage::OneWay(_)) && connection_gone(&r.1) => {
                             if let OutboxMessage::OneWay(body) = r.0 {
                                 retained.bodies.push_back(body);
                             }

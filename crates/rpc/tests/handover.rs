@@ -385,6 +385,189 @@ fn unacknowledged_one_ways_are_reported_when_the_receiver_is_gone(mode: IoMode) 
     client.shutdown();
 }
 
+/// Two outboxes of one RpcEnv reach the same server under two spellings of
+/// its address: each numbers its one-ways and counts its epochs on its own,
+/// so neither may fence, hold or drop the other's messages.
+fn two_outboxes_to_one_server_are_independent_senders(mode: IoMode) {
+    let (server, calls, _addr) = server(mode, 60_000);
+    let client = support::client_with(mode, "client", |_| {});
+    let port = server.address().unwrap().port;
+    let by_ip = client
+        .setup_endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("127.0.0.1", port), "w")
+        .unwrap();
+    let by_name = client
+        .setup_endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("localhost", port), "w")
+        .unwrap();
+    by_ip.send(1).unwrap();
+    wait_for(&calls, &["send Some(1)"]);
+    by_name.send(2).unwrap();
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    by_ip.send(3).unwrap();
+    by_name.send(4).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 4 && Instant::now() < deadline {
+        got = messages(&calls);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["send Some(1)", "send Some(2)", "send Some(3)", "send Some(4)"],
+        "each message once"
+    );
+    client.shutdown();
+}
+
+/// A one-way too large for a frame is dropped with a warning naming why,
+/// and nothing else: the connection stays, and the one-ways before and after
+/// it are delivered, once and in order.
+fn a_one_way_too_large_is_dropped_alone(mode: IoMode) {
+    let (server, calls, _addr) = server(mode, 60_000);
+    let client = support::client_with(mode, "client", |c| c.transport.max_frame_size = 4096);
+    let addr = server.address().unwrap();
+    let w = client.setup_endpoint_ref::<u64, u64>(addr, "w").unwrap();
+    let big = client.setup_endpoint_ref::<Vec<u8>, u64>(addr, "w").unwrap();
+    w.send(1).unwrap();
+    wait_for(&calls, &["send Some(1)"]);
+    big.send(vec![7; 8192]).unwrap();
+    for n in 2..=4 {
+        w.send(n).unwrap();
+    }
+    wait_for(
+        &calls,
+        &["send Some(1)", "send Some(2)", "send Some(3)", "send Some(4)"],
+    );
+    // More one-ways, acknowledged as they arrive: the acks count what
+    // arrived, so a number given to the dropped one would let the outbox
+    // forget one not covered.
+    for n in 5..133 {
+        w.send(n).unwrap();
+    }
+    let want: Vec<String> = (1..133).map(|i| format!("send Some({i})")).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    wait_for(&calls, &want);
+    assert!(
+        logged(&["one-way message was dropped", "exceeds the maximum frame size"]),
+        "the dropped one-way is named with its reason"
+    );
+    client.shutdown();
+}
+
+/// The older connection's disconnect reaches the endpoints before what the
+/// newer one delivered: an endpoint that forgets a peer on disconnect (a
+/// master removing a worker) must not forget what the peer said again after
+/// reconnecting.
+fn the_older_connection_disconnects_before_the_newer_is_dispatched(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut old = Raw::connect(&addr);
+    let old_addr = old.stream.local_addr().unwrap().to_string();
+    say_epoch(&mut old, 121, 1);
+    send_n(&mut old, 1);
+    wait_for(&calls, &["send Some(1)"]);
+    let mut new = Raw::connect(&addr);
+    say_epoch(&mut new, 121, 2);
+    send_n(&mut new, 2);
+    stays(&calls, &["send Some(1)"]);
+    drop(old);
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    let gone = format!("disconnected {old_addr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = support::watch::seen(&calls);
+        if events.contains(&gone) || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let at = |what: &str| events.iter().position(|e| e == what);
+    assert!(
+        at(&gone).is_some() && at(&gone) < at("send Some(2)"),
+        "the old connection's disconnect first: {events:?}"
+    );
+}
+
+/// A `u64` one-way to "w" from the sender address `host:port`.
+fn from_sender(host: &str, port: u16, n: u64) -> Bytes {
+    let mut out = vec![1u8];
+    out.extend_from_slice(&fingerprint::<u64>().to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(b"w");
+    out.push(1);
+    out.extend_from_slice(&(host.len() as u16).to_be_bytes());
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    Bytes::from(out)
+}
+
+/// A held connection that closes before its turn: its messages are
+/// dispatched in turn, and its peer's disconnect follows them (it is not
+/// left connected for ever).
+fn a_held_connection_that_closed_disconnects_after_its_messages(mode: IoMode) {
+    let (_server, calls, addr) = server(mode, 60_000);
+    let mut first = Raw::connect(&addr);
+    say_epoch(&mut first, 131, 1);
+    one_way(&mut first, from_sender("peer", 1, 1));
+    wait_for(&calls, &["send Some(1)"]);
+    let mut second = Raw::connect(&addr);
+    say_epoch(&mut second, 131, 2);
+    one_way(&mut second, from_sender("peer", 1, 2));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(second);
+    stays(&calls, &["send Some(1)"]);
+    drop(first);
+    wait_for(&calls, &["send Some(1)", "send Some(2)"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<String> = support::watch::seen(&calls)
+            .into_iter()
+            .filter(|e| e.ends_with(" peer:1") || e.starts_with("send"))
+            .collect();
+        if events.len() >= 6 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        events,
+        [
+            "connected peer:1",
+            "send Some(1)",
+            "disconnected peer:1",
+            "connected peer:1",
+            "send Some(2)",
+            "disconnected peer:1",
+        ],
+        "each connection's messages between its connect and its disconnect; all: {:?}",
+        support::watch::seen(&calls)
+    );
+}
+
+/// A server that sends a ConnectionEpoch back on the connection an Outbox
+/// opened breaks the protocol: the RpcEnv closes that connection rather than
+/// take it for a sender's (whose reading it could then hold).
+fn an_epoch_on_an_outbound_connection_closes_it(mode: IoMode) {
+    capture_logs();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = support::client_with(mode, "client", |_| {});
+    let w = client.endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("127.0.0.1", port), "w");
+    w.send(1).unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let mut raw = Raw::from_stream(stream);
+    // Once its epoch arrived, the outbox has set the connection up.
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut raw.stream, &mut first).unwrap();
+    say_epoch(&mut raw, 141, 1);
+    assert!(raw.closed_by_peer(), "the client closes the connection");
+    assert!(logged(&[
+        "protocol error",
+        "a connection epoch on a connection this RpcEnv opened"
+    ]));
+    client.shutdown();
+}
+
 /// The epoch's receiver name is reserved.
 #[test]
 fn the_epoch_name_is_reserved() {
@@ -420,4 +603,9 @@ cases!(
     one_ways_are_acknowledged,
     resent_one_ways_are_delivered_once,
     unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,
+    two_outboxes_to_one_server_are_independent_senders,
+    a_one_way_too_large_is_dropped_alone,
+    the_older_connection_disconnects_before_the_newer_is_dispatched,
+    a_held_connection_that_closed_disconnects_after_its_messages,
+    an_epoch_on_an_outbound_connection_closes_it,
 );

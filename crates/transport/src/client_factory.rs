@@ -22,6 +22,10 @@ pub struct TransportClientFactory {
     handler: Arc<dyn TransportHandler>,
     peers: Mutex<HashMap<SocketAddr, Arc<PeerPool>>>,
     next: AtomicUsize,
+    /// Connections made by [`create_unshared_client`](Self::create_unshared_client),
+    /// kept to be closed by [`close`](Self::close); the inactive ones are
+    /// pruned at each new one.
+    unshared: Mutex<Vec<TransportClient>>,
 }
 
 impl TransportClientFactory {
@@ -33,6 +37,7 @@ impl TransportClientFactory {
             handler,
             peers: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            unshared: Mutex::new(Vec::new()),
         }
     }
 
@@ -70,6 +75,22 @@ impl TransportClientFactory {
         Ok(client)
     }
 
+    /// A new connection to `addr` that no other caller is handed (Spark's
+    /// `createUnmanagedClient`): for a caller that keeps state with its
+    /// connection, such as the RPC layer's Outbox, which opens each of its
+    /// connections with its own epoch. Not in the pool, but
+    /// [`close`](Self::close) closes it too. Blocks while connecting.
+    ///
+    /// # Errors
+    /// The errors of [`Transport::connect`].
+    pub fn create_unshared_client(&self, addr: SocketAddr) -> Result<TransportClient, TransportError> {
+        let client = self.transport.connect(addr, self.handler.clone())?;
+        let mut unshared = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
+        unshared.retain(TransportClient::is_active);
+        unshared.push(client.clone());
+        Ok(client)
+    }
+
     /// Active connections held, over all peers.
     pub fn active_connections(&self) -> usize {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,6 +104,13 @@ impl TransportClientFactory {
                     .is_some_and(TransportClient::is_active)
             })
             .count()
+            + self
+                .unshared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|c| c.is_active())
+                .count()
     }
 
     /// Closes every connection it made.
@@ -94,6 +122,10 @@ impl TransportClientFactory {
                     c.close();
                 }
             }
+        }
+        let unshared = std::mem::take(&mut *self.unshared.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in unshared {
+            c.close();
         }
     }
 }

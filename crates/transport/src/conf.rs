@@ -146,7 +146,10 @@ pub struct TransportConf {
     pub server_threads: usize,
     /// Event-loop threads serving outgoing connections; 0 picks the number of cores, at most 8.
     pub client_threads: usize,
-    /// Connections a client factory keeps to one peer address (at least 1).
+    /// Connections a client factory keeps to one peer address (at least 1),
+    /// for [`TransportClientFactory::create_client`](crate::TransportClientFactory::create_client).
+    /// The RPC layer's Outboxes do not share pooled connections: each opens
+    /// its own, one at a time (`create_unshared_client`).
     pub connections_per_peer: usize,
     /// Largest frame accepted or sent, in bytes, length prefix included (at least 21).
     pub max_frame_size: u64,

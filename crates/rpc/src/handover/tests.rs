@@ -63,6 +63,11 @@ fn admit(h: &Handover, c: &TransportClient, n: u8) -> Option<u8> {
     }
 }
 
+/// Closes `c` as the backend does: the first step of the release due, if any.
+fn closed(h: &Handover, c: &TransportClient) -> Option<Release> {
+    h.on_closed(c).turn
+}
+
 /// Runs a release to its end as the handler does, returning what was dispatched.
 fn release_all(h: &Handover, mut turn: Option<Release>) -> Vec<(u64, u8)> {
     let mut out = Vec::new();
@@ -70,7 +75,7 @@ fn release_all(h: &Handover, mut turn: Option<Release>) -> Vec<(u64, u8)> {
         for (body, _) in std::mem::take(&mut t.frames) {
             out.push((t.client.id().0, body[0]));
         }
-        turn = h.release_step(t);
+        turn = h.release_step(t).next;
     }
     out
 }
@@ -80,7 +85,7 @@ fn connections_without_an_epoch_are_never_held() {
     let h = Handover::new(Duration::from_secs(1));
     let (a, _) = conn(1);
     assert_eq!(admit(&h, &a, 1), Some(1));
-    assert!(h.on_closed(&a).is_none());
+    assert!(closed(&h, &a).is_none());
     assert_eq!(h.not_live(), 0);
 }
 
@@ -103,7 +108,7 @@ fn newer_connection_is_held_then_released_in_order() {
     assert_eq!(admit(&h, &new, 10), None, "kept");
     assert_eq!(admit(&h, &new, 11), None, "kept");
     assert_eq!(admit(&h, &old, 1), Some(1), "the older one is live");
-    let turn = h.on_closed(&old).expect("the newer one's turn");
+    let turn = closed(&h, &old).expect("the newer one's turn");
     assert_eq!(turn.answer, Some(1), "its ConnectionEpoch is answered now");
     // Frames read while it is being released are kept for the same release.
     assert_eq!(admit(&h, &new, 12), None);
@@ -122,16 +127,16 @@ fn a_closed_held_connection_keeps_its_turn() {
     h.on_epoch(&a, 1, 7, 1, Resend::default(), None).unwrap();
     h.on_epoch(&b, 1, 7, 2, Resend::default(), None).unwrap();
     assert_eq!(admit(&h, &b, 20), None);
-    assert!(h.on_closed(&b).is_none(), "not its turn yet");
+    assert!(closed(&h, &b).is_none(), "not its turn yet");
     h.on_epoch(&c, 1, 7, 3, Resend::default(), None).unwrap();
     assert_eq!(admit(&h, &c, 30), None);
     assert_eq!(
-        release_all(&h, h.on_closed(&a)),
+        release_all(&h, closed(&h, &a)),
         [(2, 20), (3, 30)],
         "b's frames, then c's"
     );
     assert_eq!((h.not_live(), c.read_pauses()), (0, 0));
-    assert!(h.on_closed(&c).is_none());
+    assert!(closed(&h, &c).is_none());
     assert!(h.lock().senders.is_empty(), "nothing left behind");
 }
 
@@ -145,14 +150,14 @@ fn an_older_epoch_is_fenced_and_its_frames_dropped() {
     assert!(late_probe.closed.load(Ordering::SeqCst), "closed");
     assert_eq!(admit(&h, &late, 1), None, "dropped");
     assert_eq!(admit(&h, &new, 2), Some(2));
-    assert!(h.on_closed(&late).is_none());
+    assert!(closed(&h, &late).is_none());
     assert_eq!(h.not_live(), 0);
     // The newest epoch outlives the connections, so a later straggler is fenced too.
-    assert!(h.on_closed(&new).is_none());
+    assert!(closed(&h, &new).is_none());
     let (straggler, straggler_probe) = conn(3);
     h.on_epoch(&straggler, 1, 7, 4, Resend::default(), None).unwrap();
     assert!(straggler_probe.closed.load(Ordering::SeqCst));
-    assert!(h.on_closed(&straggler).is_none());
+    assert!(closed(&h, &straggler).is_none());
 }
 
 #[test]
@@ -177,7 +182,7 @@ fn expiry_closes_the_live_connection_only_while_one_is_held() {
         old_probe.closed.load(Ordering::SeqCst),
         "the replaced one is closed"
     );
-    assert!(release_all(&h, h.on_closed(&old)).is_empty());
+    assert!(release_all(&h, closed(&h, &old)).is_empty());
     assert_eq!(admit(&h, &new, 1), Some(1), "live once the old one closed");
     h.expire(7, 2);
     assert!(new.is_active(), "a late expiry closes nothing");
@@ -189,11 +194,15 @@ fn retired_instances_are_bounded() {
     for i in 0..(RETIRED_KEPT as u64 + 10) {
         let (c, _) = conn(i);
         h.on_epoch(&c, 1, i, 1, Resend::default(), None).unwrap();
-        assert!(h.on_closed(&c).is_none());
+        assert!(closed(&h, &c).is_none());
     }
     let st = h.lock();
     assert!(st.senders.is_empty());
     assert_eq!(st.newest.len(), RETIRED_KEPT);
+    assert_eq!(
+        (st.retired.len(), st.last_retired.len()),
+        (RETIRED_KEPT, RETIRED_KEPT)
+    );
     assert!(!st.newest.contains_key(&0), "the oldest is forgotten");
 }
 
@@ -219,7 +228,7 @@ fn resent_one_ways_already_delivered_are_dropped_once() {
     for n in 1..=3 {
         assert_eq!(receive(&h, &old, n), Some(n));
     }
-    assert!(h.on_closed(&old).is_none());
+    assert!(closed(&h, &old).is_none());
     // The sender had an ack for the first one (number 0): it resends numbers
     // 1, 2 and 3 (the last lost with the old connection).
     let (new, _) = conn(2);
@@ -253,7 +262,7 @@ fn duplicates_among_kept_frames_are_dropped_at_release() {
     assert_eq!(receive(&h, &new, 2), None, "kept");
     assert_eq!(receive(&h, &old, 2), Some(2));
     // The old connection closes having delivered 1 and 2; 3 was lost with it.
-    let turn = h.on_closed(&old);
+    let turn = closed(&h, &old);
     assert_eq!(receive(&h, &new, 3), None, "kept while releasing");
     assert_eq!(release_all(&h, turn), [(2, 3)], "1 and 2 dropped as duplicates");
     assert_eq!(h.not_live(), 0);
@@ -277,7 +286,7 @@ fn numbers_carry_across_a_connection_the_receiver_never_saw() {
     for n in 0..4 {
         assert_eq!(receive(&h, &first, n), Some(n));
     }
-    assert!(h.on_closed(&first).is_none());
+    assert!(closed(&h, &first).is_none());
     // Epoch 2 resent numbers 2.. and never reached this receiver; epoch 3
     // resends from number 2 again, six one-ways (2..8).
     let (third, _) = conn(3);
@@ -290,4 +299,89 @@ fn numbers_carry_across_a_connection_the_receiver_never_saw() {
 fn instance_ids_differ() {
     let ids: std::collections::HashSet<u64> = (0..1000).map(|_| new_instance_id()).collect();
     assert_eq!(ids.len(), 1000);
+}
+
+/// Waits up to 10 s for `probe`'s connection to be closed.
+fn closed_within_10s(probe: &Probe) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        if probe.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_connection_held_behind_two_is_not_held_for_ever() {
+    // Epochs 2 and 3 both wait behind epoch 1; their timeouts fire while 1 is
+    // still the live one (both close it). Once 2 is live, 3 still waits for
+    // it: if 2 never closes (half-open), 3's timeout must close it too.
+    let timer = TimeoutScheduler::start();
+    let h = Handover::new(Duration::from_millis(20));
+    let (a, a_probe) = conn(1);
+    let (b, b_probe) = conn(2);
+    let (c, _) = conn(3);
+    h.on_epoch(&a, 1, 7, 1, Resend::default(), Some(&timer)).unwrap();
+    h.on_epoch(&b, 1, 7, 2, Resend::default(), Some(&timer)).unwrap();
+    h.on_epoch(&c, 1, 7, 3, Resend::default(), Some(&timer)).unwrap();
+    assert!(closed_within_10s(&a_probe), "the timeout closes the live one");
+    // Let the other timeout fire too before 1's close is seen.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(release_all(&h, closed(&h, &a)).is_empty());
+    assert_eq!(admit(&h, &b, 1), Some(1), "2 is live");
+    assert!(closed_within_10s(&b_probe), "3's wait is bounded too");
+    assert!(release_all(&h, closed(&h, &b)).is_empty());
+    assert_eq!(admit(&h, &c, 2), Some(2), "3 is live");
+    assert_eq!(h.not_live(), 0);
+    timer.stop();
+}
+
+#[test]
+fn a_closed_held_connection_ends_after_its_frames() {
+    let h = Handover::new(Duration::from_secs(1));
+    let (a, _) = conn(1);
+    let (b, _) = conn(2);
+    h.on_epoch(&a, 1, 7, 1, Resend::default(), None).unwrap();
+    h.on_epoch(&b, 1, 7, 2, Resend::default(), None).unwrap();
+    assert_eq!(admit(&h, &b, 20), None);
+    let closed_b = h.on_closed(&b);
+    assert!(closed_b.pending, "its end waits for its kept frame");
+    assert!(closed_b.turn.is_none());
+    let closed_a = h.on_closed(&a);
+    assert!(!closed_a.pending, "the live one ends at once");
+    let turn = closed_a.turn.expect("b's turn");
+    assert_eq!(turn.frames.len(), 1);
+    let step = h.release_step(turn);
+    assert_eq!(
+        step.ended.map(|c| c.id()),
+        Some(b.id()),
+        "b ends once its frame was dispatched"
+    );
+    assert!(step.next.is_none());
+    assert_eq!(h.not_live(), 0);
+}
+
+#[test]
+fn a_sender_that_retired_twice_is_remembered_from_its_last_retirement() {
+    let h = Handover::new(Duration::from_secs(1));
+    // Instance 7 connects and goes away twice (epochs 1, then 2).
+    for (id, epoch) in [(1_000_000, 1), (1_000_001, 2)] {
+        let (c, _) = conn(id);
+        h.on_epoch(&c, 1, 7, epoch, Resend::default(), None).unwrap();
+        assert!(closed(&h, &c).is_none());
+    }
+    // Fewer than RETIRED_KEPT other senders retire after its last retirement.
+    for i in 0..(RETIRED_KEPT as u64 - 1) {
+        let (c, _) = conn(i);
+        h.on_epoch(&c, 1, 100 + i, 1, Resend::default(), None).unwrap();
+        assert!(closed(&h, &c).is_none());
+    }
+    // So its newest epoch is still known: a straggler of epoch 2 is fenced.
+    let (late, late_probe) = conn(2_000_000);
+    h.on_epoch(&late, 1, 7, 2, Resend::default(), None).unwrap();
+    assert!(late_probe.closed.load(Ordering::SeqCst), "fenced");
+    assert!(closed(&h, &late).is_none());
+    assert_eq!(h.not_live(), 0);
 }
