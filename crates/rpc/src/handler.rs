@@ -96,19 +96,8 @@ impl RpcHandler {
         env: &envelope::Envelope,
         reply: Option<i64>,
     ) -> Result<(), RpcError> {
-        let invalid = |reason: String| RpcError::InvalidMessage {
-            type_name: "ConnectionEpoch",
-            reason,
-        };
-        let Some(request_id) = reply else {
-            return Err(invalid(
-                "a connection epoch is an RPC, not a one-way message".into(),
-            ));
-        };
-        if env.fingerprint != type_fingerprint::<ConnectionEpoch>() {
-            return Err(invalid("the message type is not ConnectionEpoch".into()));
-        }
-        let m = ConnectionEpoch::access(&env.payload)?;
+        let m = control_message::<ConnectionEpoch>(env, "ConnectionEpoch", reply.is_some(), true)?;
+        let request_id = reply.unwrap_or_default();
         let (instance, epoch) = (m.instance.to_native(), m.epoch.to_native());
         let resend = Resend {
             first_seq: m.first_seq.to_native(),
@@ -143,21 +132,12 @@ impl RpcHandler {
         env: &envelope::Envelope,
         reply: Option<i64>,
     ) -> Result<(), RpcError> {
-        let invalid = |reason: String| RpcError::InvalidMessage {
-            type_name: "ConnectionAck",
-            reason,
-        };
-        if reply.is_some() {
-            return Err(invalid(
-                "a connection ack is a one-way message, not an RPC".into(),
-            ));
-        }
-        if env.fingerprint != type_fingerprint::<ConnectionAck>() {
-            return Err(invalid("the message type is not ConnectionAck".into()));
-        }
-        let m = ConnectionAck::access(&env.payload)?;
+        let m = control_message::<ConnectionAck>(env, "ConnectionAck", reply.is_some(), false)?;
         let Some(outbound) = client.attachment::<OutboundConn>() else {
-            return Err(invalid("an ack on a connection this RpcEnv did not open".into()));
+            return Err(RpcError::InvalidMessage {
+                type_name: "ConnectionAck",
+                reason: "an ack on a connection this RpcEnv did not open".into(),
+            });
         };
         outbound.acknowledged(m.epoch.to_native(), m.one_ways.to_native());
         Ok(())
@@ -251,6 +231,33 @@ impl RpcHandler {
             self.dispatcher.post_to_all(SystemEvent::Disconnected(addr));
         }
     }
+}
+
+/// The payload of one of the handler's own messages ([`ConnectionEpoch`],
+/// [`ConnectionAck`]), checked: sent as an RPC exactly when `want_rpc`, of
+/// type `M` by its fingerprint, and a valid archive.
+///
+/// # Errors
+/// [`RpcError::InvalidMessage`] naming `name` and what is wrong.
+fn control_message<'a, M: RpcMessage>(
+    env: &'a envelope::Envelope,
+    name: &'static str,
+    is_rpc: bool,
+    want_rpc: bool,
+) -> Result<&'a rkyv::Archived<M>, RpcError> {
+    let invalid = |reason: String| RpcError::InvalidMessage {
+        type_name: name,
+        reason,
+    };
+    match (is_rpc, want_rpc) {
+        (false, true) => return Err(invalid(format!("a {name} is an RPC, not a one-way message"))),
+        (true, false) => return Err(invalid(format!("a {name} is a one-way message, not an RPC"))),
+        _ => {}
+    }
+    if env.fingerprint != type_fingerprint::<M>() {
+        return Err(invalid(format!("the message type is not {name}")));
+    }
+    M::access(&env.payload)
 }
 
 impl TransportHandler for RpcHandler {

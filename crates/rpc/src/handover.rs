@@ -72,225 +72,31 @@
 //! read path one atomic load per frame while no connection is held anywhere
 //! in the RpcEnv, plus two atomic adds per one-way.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport::{ConnectionId, ReadPause, TransportClient};
+use transport::TransportClient;
 
 use crate::timeout::{Expire, TimeoutScheduler};
 
-/// The receiver name of [`ConnectionEpoch`] messages. Reserved: no endpoint
-/// can be registered under it.
-pub const CONNECTION_EPOCH_NAME: &str = "connection-epoch";
+mod protocol;
+mod senders;
 
-/// The first message an Outbox sends on each connection it opens (a one-way
-/// to [`CONNECTION_EPOCH_NAME`]): who is sending and which of its connections
-/// this is, so that the receiver keeps the sender's messages in order across
-/// reconnects (see the module docs of `handover`). No endpoint ever sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct ConnectionEpoch {
-    /// The sending Outbox's instance id: random, drawn once per Outbox.
-    pub instance: u64,
-    /// The Outbox's connection count to this destination: 1 for its first
-    /// connection, one more per reconnect.
-    pub epoch: u64,
-    /// The number of the first one-way on this connection: the Outbox's
-    /// one-ways are numbered from 0 across its connections, and this
-    /// connection's follow in order.
-    pub first_seq: u64,
-    /// How many of the first one-ways on this connection are sent again:
-    /// sent on an earlier connection and not acknowledged (a count).
-    pub resend_count: u64,
-}
+#[cfg(test)]
+use senders::RETIRED_KEPT;
+use senders::{Conn, Stage, State};
 
-/// The receiver name of [`ConnectionAck`] messages. Reserved.
-pub const CONNECTION_ACK_NAME: &str = "connection-ack";
-
-/// What a receiver sends back on a connection that said its epoch: it has
-/// handled the first `one_ways` one-way messages of that connection (a
-/// cumulative count), so their sender may forget them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct ConnectionAck {
-    /// The epoch of the connection acknowledged.
-    pub epoch: u64,
-    /// One-way messages of that connection handled so far (a count).
-    pub one_ways: u64,
-}
-
-/// What the receiving side attaches to a connection that said its epoch.
-pub(crate) struct InboundConn {
-    pub(crate) epoch: u64,
-    /// The number of its first one-way ([`ConnectionEpoch::first_seq`]).
-    first_seq: u64,
-    /// One-way frames received on it (the epoch message not counted).
-    pub(crate) one_ways: std::sync::atomic::AtomicU64,
-    /// Of those, how many were handled: dispatched or dropped as duplicates,
-    /// in the order received.
-    pub(crate) handled: std::sync::atomic::AtomicU64,
-    /// The count last sent in a [`ConnectionAck`].
-    pub(crate) acked: std::sync::atomic::AtomicU64,
-}
-
-impl InboundConn {
-    /// The count to acknowledge, if it grew since the last ack.
-    pub(crate) fn ack_due(&self) -> Option<u64> {
-        let handled = self.handled.load(Ordering::Acquire);
-        (self.acked.fetch_max(handled, Ordering::AcqRel) < handled).then_some(handled)
-    }
-}
-
-/// Which one-ways a new connection sends again: see [`ConnectionEpoch`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Resend {
-    pub(crate) first_seq: u64,
-    pub(crate) count: u64,
-}
-
-/// The default handover timeout, in milliseconds.
-pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 5_000;
-
-/// A random instance id for a new Outbox: std's `RandomState` is seeded from
-/// the OS's random source; the clock and the process id make ids of Outboxes
-/// created in one process, or at one instant in many, differ too.
-pub(crate) fn new_instance_id() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
+pub use protocol::{
+    CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch, DEFAULT_HANDOVER_TIMEOUT_MS,
+};
+pub(crate) use protocol::{InboundConn, Resend, new_instance_id};
 
 /// A frame kept aside while its connection is held: the body and, for an
 /// RpcRequest, its request id.
 pub(crate) type KeptFrame = (Bytes, Option<i64>);
-
-enum Stage {
-    /// Frames are dispatched as read.
-    Live,
-    /// Reading paused, frames kept aside until the connections before it closed.
-    Held { kept: Vec<KeptFrame>, pause: ReadPause },
-    /// Being released by another thread: frames read meanwhile are kept, and
-    /// that thread dispatches them before it lets reading resume (by
-    /// dropping the pause).
-    Releasing { kept: Vec<KeptFrame>, _pause: ReadPause },
-}
-
-struct Conn {
-    client: TransportClient,
-    epoch: u64,
-    stage: Stage,
-    /// The backend reported it closed (`channel_inactive`).
-    closed: bool,
-    resend: Resend,
-    /// Resent one-ways still to drop as duplicates (the first ones on it).
-    skip: u64,
-    /// The request id of its ConnectionEpoch, to answer once it is live.
-    answer: Option<i64>,
-}
-
-impl Conn {
-    /// Whether frames of this connection need the slow path of `admit`.
-    fn not_live(&self) -> bool {
-        !matches!(self.stage, Stage::Live) || self.skip > 0
-    }
-
-    /// Drops the first `skip` one-ways of `frames` (resent duplicates),
-    /// counting them handled.
-    fn skip_duplicates(&mut self, frames: &mut Vec<KeptFrame>) {
-        if self.skip == 0 {
-            return;
-        }
-        let before = self.skip;
-        frames.retain(|(_, reply)| {
-            if reply.is_none() && self.skip > 0 {
-                self.skip -= 1;
-                false
-            } else {
-                true
-            }
-        });
-        if let Some(c) = self.client.attachment::<InboundConn>() {
-            c.handled.fetch_add(before - self.skip, Ordering::AcqRel);
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    /// Per instance, its open connections in epoch order: the front one is
-    /// live (or being released), the others held.
-    senders: HashMap<u64, VecDeque<Conn>>,
-    /// Each connection that said its epoch: its instance, or `None` if fenced.
-    by_conn: HashMap<ConnectionId, Option<u64>>,
-    /// The newest epoch seen per instance, kept after its connections closed
-    /// (to fence a late connection of an older epoch) for the last
-    /// [`RETIRED_KEPT`] instances that have none open.
-    newest: HashMap<u64, u64>,
-    /// Per instance, the number after the last one-way its closed
-    /// connections received: what a resend is counted against.
-    next_seq: HashMap<u64, u64>,
-    /// Instances whose last connection closed, oldest first, each with the
-    /// number of that retirement (an instance that reconnected and retired
-    /// again is in it more than once).
-    retired: VecDeque<(u64, u64)>,
-    /// Per retired instance, the number of its last retirement: only that
-    /// entry of `retired` forgets it.
-    last_retired: HashMap<u64, u64>,
-    /// Retirements so far (a count).
-    retirements: u64,
-}
-
-/// Retirements remembered: an instance without an open connection has its
-/// newest epoch and next number kept until this many retirements followed
-/// its last. Three 16-byte map entries each, so about 3 MiB of entries at most.
-const RETIRED_KEPT: usize = 65_536;
-
-impl State {
-    /// How many resent one-ways `resend` makes duplicates: those of its
-    /// epoch the previous connection already delivered.
-    fn duplicates(&self, instance: u64, resend: Resend) -> u64 {
-        self.next_seq
-            .get(&instance)
-            .map_or(0, |next| next.saturating_sub(resend.first_seq).min(resend.count))
-    }
-
-    /// Records that `conn` of `instance` is gone, with the one-ways it received.
-    fn record_closed(&mut self, instance: u64, conn: &Conn) {
-        let Some(c) = conn.client.attachment::<InboundConn>() else {
-            return;
-        };
-        let end = c.first_seq.saturating_add(c.one_ways.load(Ordering::Acquire));
-        let next = self.next_seq.entry(instance).or_insert(0);
-        *next = (*next).max(end);
-    }
-
-    /// `instance` has no open connection left: forget its connection list,
-    /// and its newest epoch once [`RETIRED_KEPT`] retirements followed.
-    fn retire(&mut self, instance: u64) {
-        self.senders.remove(&instance);
-        self.retirements += 1;
-        self.retired.push_back((instance, self.retirements));
-        self.last_retired.insert(instance, self.retirements);
-        while self.retired.len() > RETIRED_KEPT {
-            if let Some((old, at)) = self.retired.pop_front()
-                && self.last_retired.get(&old) == Some(&at)
-            {
-                self.last_retired.remove(&old);
-                if !self.senders.contains_key(&old) {
-                    self.newest.remove(&old);
-                    self.next_seq.remove(&old);
-                }
-            }
-        }
-    }
-}
 
 /// What a frame's connection is doing, for [`Handover::admit`].
 pub(crate) enum Admit {

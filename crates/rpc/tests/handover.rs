@@ -10,89 +10,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rpc::{CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, ConnectionAck, ConnectionEpoch, RpcEnv, RpcError};
+use rpc::{CONNECTION_ACK_NAME, CONNECTION_EPOCH_NAME, RpcError};
+use support::epoch::*;
 use support::raw::{Raw, envelope, fingerprint, u64_envelope};
-use support::watch::{Calls, Watcher, messages};
-use support::{capture_logs, logged, server_with};
-use transport::{EncodedFrame, Frame, IoMode};
-
-/// The body of a [`ConnectionEpoch`] message, as the wire format says: the
-/// envelope, then the rkyv archive of four `u64`s (little-endian, unaligned):
-/// instance, epoch, the number of the connection's first one-way, and how
-/// many of its first one-ways are resent.
-fn resend_epoch_body(instance: u64, epoch: u64, resend: [u64; 2]) -> Bytes {
-    let payload: Vec<u8> = [instance, epoch, resend[0], resend[1]]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    envelope(fingerprint::<ConnectionEpoch>(), CONNECTION_EPOCH_NAME, &payload)
-}
-
-fn epoch_body(instance: u64, epoch: u64) -> Bytes {
-    resend_epoch_body(instance, epoch, [0; 2])
-}
-
-fn one_way(raw: &mut Raw, body: Bytes) {
-    raw.send(&EncodedFrame::one_way(body).unwrap()).unwrap();
-}
-
-/// The request id the raw peers give their ConnectionEpoch.
-const EPOCH_ID: i64 = 1 << 40;
-
-/// Sends a ConnectionEpoch request (answered once the connection is live;
-/// these raw peers do not wait for it, as an Outbox does).
-fn say_epoch(raw: &mut Raw, instance: u64, epoch: u64) {
-    raw.rpc(EPOCH_ID, epoch_body(instance, epoch)).unwrap();
-}
-
-fn send_n(raw: &mut Raw, n: u64) {
-    one_way(raw, u64_envelope("w", n));
-}
-
-/// The next frame other than a ConnectionAck (one-way).
-fn next_answer(raw: &mut Raw) -> Option<Frame> {
-    loop {
-        match raw.next_frame()? {
-            Frame::OneWayMessage { body }
-                if body.windows(14).any(|w| w == CONNECTION_ACK_NAME.as_bytes()) => {}
-            Frame::RpcResponse {
-                request_id: EPOCH_ID, ..
-            } => {}
-            other => return Some(other),
-        }
-    }
-}
-
-/// Waits up to 10 s for the watcher's messages to equal `want`.
-fn wait_for(calls: &Calls, want: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = messages(calls);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "messages {got:?}, waiting for {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The watcher's messages stay `want` for 300 ms (nothing more is dispatched).
-fn stays(calls: &Calls, want: &[&str]) {
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(messages(calls), want, "nothing else was dispatched");
-}
-
-fn server(mode: IoMode, handover_timeout_ms: u64) -> (RpcEnv, Calls, String) {
-    capture_logs();
-    let server = server_with(mode, "server", |c| c.handover_timeout_ms = handover_timeout_ms);
-    let (w, calls) = Watcher::new();
-    server.setup_endpoint("w", w).unwrap();
-    let addr = server.address().unwrap().to_string();
-    (server, calls, addr)
-}
+use support::watch::{Watcher, messages};
+use support::{capture_logs, logged};
+use transport::{Frame, IoMode};
 
 /// The newer connection's one-way and ask wait while the older connection is
 /// open (it keeps being served), and follow everything it delivered.
@@ -254,137 +177,6 @@ fn malformed_epoch_is_refused(mode: IoMode) {
     assert_eq!(messages(&calls), Vec::<String>::new());
 }
 
-/// One-ways of a connection that said its epoch are acknowledged with
-/// ConnectionAcks of the count handled, once per read; a connection without
-/// an epoch gets none.
-fn one_ways_are_acknowledged(mode: IoMode) {
-    let (_server, calls, addr) = server(mode, 60_000);
-    let mut raw = Raw::connect(&addr);
-    say_epoch(&mut raw, 101, 3);
-    let frames: Vec<u8> = (0..3u64)
-        .flat_map(|n| support::raw::wire(&EncodedFrame::one_way(u64_envelope("w", n)).unwrap()))
-        .collect();
-    raw.send_bytes(&frames).unwrap();
-    match raw.next_frame() {
-        Some(Frame::RpcResponse {
-            request_id: EPOCH_ID,
-            body,
-        }) => assert!(body.is_empty()),
-        other => panic!("the ConnectionEpoch is answered first, got {other:?}"),
-    }
-    let mut last = 0;
-    while last < 3 {
-        match raw.next_frame() {
-            Some(Frame::OneWayMessage { body }) => {
-                let ack = (1..=3)
-                    .find(|n| {
-                        body == envelope(
-                            fingerprint::<ConnectionAck>(),
-                            CONNECTION_ACK_NAME,
-                            &[3u64.to_le_bytes(), (*n as u64).to_le_bytes()].concat(),
-                        )
-                    })
-                    .expect("a ConnectionAck { epoch: 3, one_ways: 1..=3 }");
-                assert!(ack > last, "acks grow: {last} then {ack}");
-                last = ack;
-            }
-            other => panic!("expected a ConnectionAck, got {other:?}"),
-        }
-    }
-    let mut plain = Raw::connect(&addr);
-    for n in 0..3 {
-        send_n(&mut plain, n);
-    }
-    plain.rpc(1, u64_envelope("w", 1)).unwrap();
-    match next_answer(&mut plain) {
-        Some(Frame::RpcResponse { request_id: 1, .. }) => {}
-        other => panic!("only the answer, no ack: got {other:?}"),
-    }
-    assert_eq!(messages(&calls).len(), 7);
-}
-
-/// One-ways resent on a new connection that the old one had delivered are
-/// dropped; the rest are delivered, in order.
-fn resent_one_ways_are_delivered_once(mode: IoMode) {
-    let (_server, calls, addr) = server(mode, 60_000);
-    let mut old = Raw::connect(&addr);
-    say_epoch(&mut old, 111, 1);
-    for n in 1..=3 {
-        send_n(&mut old, n);
-    }
-    wait_for(&calls, &["send Some(1)", "send Some(2)", "send Some(3)"]);
-    drop(old);
-    // The sender saw no ack: it resends its four one-ways from number 0
-    // (the fourth was lost with the connection).
-    let mut new = Raw::connect(&addr);
-    new.rpc(EPOCH_ID, resend_epoch_body(111, 2, [0, 4])).unwrap();
-    for n in 1..=4 {
-        send_n(&mut new, n);
-    }
-    send_n(&mut new, 5);
-    wait_for(
-        &calls,
-        &[
-            "send Some(1)",
-            "send Some(2)",
-            "send Some(3)",
-            "send Some(4)",
-            "send Some(5)",
-        ],
-    );
-    stays(
-        &calls,
-        &[
-            "send Some(1)",
-            "send Some(2)",
-            "send Some(3)",
-            "send Some(4)",
-            "send Some(5)",
-        ],
-    );
-}
-
-/// One-ways that no ack covered when their connection was lost are dropped
-/// with a warning naming how many once reconnecting fails (at the next
-/// message): not silently. The receiver here is a raw socket that reads and
-/// never acknowledges, then goes away.
-fn unacknowledged_one_ways_are_reported_when_the_receiver_is_gone(mode: IoMode) {
-    capture_logs();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let client = support::client_with(mode, "client", |_| {});
-    let w = client.endpoint_ref::<u64, u64>(&rpc::RpcAddress::new("127.0.0.1", port), "w");
-    let n = 5;
-    for i in 0..n {
-        w.send(i).unwrap();
-    }
-    let (accepted, _) = listener.accept().unwrap();
-    let mut raw = Raw::from_stream(accepted);
-    // The ConnectionEpoch: nothing else comes before it is answered.
-    let Some(Frame::RpcRequest { request_id, .. }) = raw.next_frame() else {
-        panic!("a ConnectionEpoch request first");
-    };
-    raw.send(&EncodedFrame::rpc_response(request_id, Bytes::new()).unwrap())
-        .unwrap();
-    for _ in 0..n {
-        assert!(matches!(raw.next_frame(), Some(Frame::OneWayMessage { .. })));
-    }
-    drop(raw);
-    drop(listener);
-    std::thread::sleep(Duration::from_millis(200));
-    w.send(99).unwrap();
-    let address = format!("127.0.0.1:{port}");
-    assert!(
-        logged(&[&address, "not acknowledged were dropped", &format!("dropped={n}")]),
-        "a warning names the {n} one-ways that no ack covered"
-    );
-    assert!(
-        logged(&[&address, "a one-way message was dropped"]),
-        "and the one sent after"
-    );
-    client.shutdown();
-}
-
 /// Two outboxes of one RpcEnv reach the same server under two spellings of
 /// its address: each numbers its one-ways and counts its epochs on its own,
 /// so neither may fence, hold or drop the other's messages.
@@ -415,41 +207,6 @@ fn two_outboxes_to_one_server_are_independent_senders(mode: IoMode) {
         got,
         ["send Some(1)", "send Some(2)", "send Some(3)", "send Some(4)"],
         "each message once"
-    );
-    client.shutdown();
-}
-
-/// A one-way too large for a frame is dropped with a warning naming why,
-/// and nothing else: the connection stays, and the one-ways before and after
-/// it are delivered, once and in order.
-fn a_one_way_too_large_is_dropped_alone(mode: IoMode) {
-    let (server, calls, _addr) = server(mode, 60_000);
-    let client = support::client_with(mode, "client", |c| c.transport.max_frame_size = 4096);
-    let addr = server.address().unwrap();
-    let w = client.setup_endpoint_ref::<u64, u64>(addr, "w").unwrap();
-    let big = client.setup_endpoint_ref::<Vec<u8>, u64>(addr, "w").unwrap();
-    w.send(1).unwrap();
-    wait_for(&calls, &["send Some(1)"]);
-    big.send(vec![7; 8192]).unwrap();
-    for n in 2..=4 {
-        w.send(n).unwrap();
-    }
-    wait_for(
-        &calls,
-        &["send Some(1)", "send Some(2)", "send Some(3)", "send Some(4)"],
-    );
-    // More one-ways, acknowledged as they arrive: the acks count what
-    // arrived, so a number given to the dropped one would let the outbox
-    // forget one not covered.
-    for n in 5..133 {
-        w.send(n).unwrap();
-    }
-    let want: Vec<String> = (1..133).map(|i| format!("send Some({i})")).collect();
-    let want: Vec<&str> = want.iter().map(String::as_str).collect();
-    wait_for(&calls, &want);
-    assert!(
-        logged(&["one-way message was dropped", "exceeds the maximum frame size"]),
-        "the dropped one-way is named with its reason"
     );
     client.shutdown();
 }
@@ -600,11 +357,7 @@ cases!(
     held_connection_that_closes_is_still_delivered,
     second_epoch_on_a_connection_is_refused,
     malformed_epoch_is_refused,
-    one_ways_are_acknowledged,
-    resent_one_ways_are_delivered_once,
-    unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,
     two_outboxes_to_one_server_are_independent_senders,
-    a_one_way_too_large_is_dropped_alone,
     the_older_connection_disconnects_before_the_newer_is_dispatched,
     a_held_connection_that_closed_disconnects_after_its_messages,
     an_epoch_on_an_outbound_connection_closes_it,

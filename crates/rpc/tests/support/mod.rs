@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod epoch;
 pub mod raw;
 pub mod watch;
 
