@@ -137,6 +137,35 @@ impl RpcEnvConfig {
         }
     }
 
+    /// Checks the settings that code can set out of range (the text setters
+    /// already refuse them), then the transport's
+    /// ([`TransportConf::validate`]). [`RpcEnv::create`](crate::RpcEnv::create)
+    /// calls it.
+    ///
+    /// # Errors
+    /// [`ConfError::InvalidValue`] naming the key, when `ask_timeout_ms`,
+    /// `inbox_capacity` or `handover_timeout_ms` is 0, and the transport's errors.
+    pub fn validate(&self) -> Result<(), ConfError> {
+        for (key, value, allowed) in [
+            ("ask_timeout_ms", self.ask_timeout_ms, "milliseconds, >= 1"),
+            (
+                "inbox_capacity",
+                self.inbox_capacity as u64,
+                "a whole number >= 1",
+            ),
+            (
+                "handover_timeout_ms",
+                self.handover_timeout_ms,
+                "milliseconds, >= 1",
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "0", allowed));
+            }
+        }
+        self.transport.validate()
+    }
+
     /// Sets an `[rpc]` key from text.
     ///
     /// # Errors
@@ -311,6 +340,27 @@ mod tests {
         assert!(e.to_string().contains("handover_timeout_ms"), "{e}");
         c.apply_env_vars([("RPC_HANDOVER_TIMEOUT_MS", "250")]).unwrap();
         assert_eq!(c.handover_timeout_ms, 250);
+    }
+
+    #[test]
+    fn validate_refuses_zeros_set_in_code() {
+        assert!(RpcEnvConfig::default().validate().is_ok());
+        type Spoil = fn(&mut RpcEnvConfig);
+        let cases: [(&str, Spoil); 4] = [
+            ("ask_timeout_ms", |c| c.ask_timeout_ms = 0),
+            ("inbox_capacity", |c| c.inbox_capacity = 0),
+            ("handover_timeout_ms", |c| c.handover_timeout_ms = 0),
+            ("connect_timeout_ms", |c| c.transport.connect_timeout_ms = 0),
+        ];
+        for (key, spoil) in cases {
+            let mut c = RpcEnvConfig::client("c");
+            spoil(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(&e, ConfError::InvalidValue { key: k, value, .. } if k == key && value == "0"),
+                "{key}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -153,10 +153,10 @@ impl RpcEnv {
     /// endpoint verifier.
     ///
     /// # Errors
-    /// [`RpcError::Config`] for an invalid config; [`RpcError::Transport`] when
+    /// [`RpcError::Config`] for an invalid config ([`RpcEnvConfig::validate`]); [`RpcError::Transport`] when
     /// the IO mode is unavailable or binding fails.
     pub fn create(config: RpcEnvConfig) -> Result<Self, RpcError> {
-        config.transport.validate()?;
+        config.validate()?;
         let transport = create_transport(&config.transport)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let dispatcher = Arc::new(
