@@ -104,6 +104,12 @@ fn connection_gone(error: &TransportError) -> bool {
     !matches!(error, TransportError::FrameTooLarge { .. })
 }
 
+/// Connections in a row that may close with one-ways written and none
+/// acknowledged before the outbox gives up the oldest of them (a count): a
+/// one-way the receiver refuses would otherwise go first on every new
+/// connection and close each one.
+const UNACKED_CLOSES_BEFORE_GIVING_UP: u32 = 3;
+
 /// Reconnects in a row that an outbox makes by itself to resend
 /// unacknowledged one-ways, with no ack in between (a count).
 pub const PROACTIVE_RECONNECTS: u32 = 3;
@@ -164,6 +170,7 @@ impl OutboundConn {
         let through = self.first_seq.saturating_add(one_ways);
         st.proactive_reconnects = 0;
         st.acked = true;
+        st.unacked_closes = 0;
         let r = &mut st.retained;
         while r.first < through && r.bodies.pop_front().is_some() {
             r.first += 1;
@@ -189,6 +196,9 @@ struct State {
     proactive_reconnects: u32,
     /// The current connection has had an ack: its peer accepts our messages.
     acked: bool,
+    /// Connections in a row that closed with one-ways written to them and
+    /// none acknowledged.
+    unacked_closes: u32,
 }
 
 /// The outbox of one remote address.
@@ -401,17 +411,37 @@ impl Outbox {
         client: &TransportClient,
         addr: std::net::SocketAddr,
     ) -> Result<(), TransportError> {
-        let hello = {
+        let (hello, given_up) = {
             let mut st = self.lock();
+            // The receiver closed this many connections in a row without
+            // acknowledging anything: it refuses the oldest one-way (one
+            // larger than its max_frame_size, say), which would go first on
+            // every new connection and close it again. Give that one up.
+            let mut given_up = None;
+            if st.unacked_closes >= UNACKED_CLOSES_BEFORE_GIVING_UP {
+                st.unacked_closes = 0;
+                if let Some(body) = st.retained.bodies.pop_front() {
+                    st.retained.first += 1;
+                    given_up = Some(body.len());
+                }
+            }
             st.epoch += 1;
             st.acked = false;
-            ConnectionEpoch {
+            let hello = ConnectionEpoch {
                 instance: self.instance,
                 epoch: st.epoch,
                 first_seq: st.retained.first,
                 resend_count: st.retained.bodies.len() as u64,
-            }
+            };
+            (hello, given_up)
         };
+        if let Some(bytes) = given_up {
+            tracing::warn!(
+                address = %self.address, bytes, connections = UNACKED_CLOSES_BEFORE_GIVING_UP,
+                "dropping a one-way message: the receiver closed the connections it went first on, \
+                 acknowledging nothing (is it larger than the receiver's max_frame_size?)"
+            );
+        }
         let attached = client.set_attachment(Arc::new(OutboundConn {
             outbox: Arc::downgrade(self),
             epoch: hello.epoch,
@@ -477,6 +507,9 @@ impl Outbox {
     /// no ack in between, waits for the next message.
     pub(crate) fn connection_lost(self: &Arc<Self>, epoch: u64) {
         let mut st = self.lock();
+        if st.epoch == epoch && !st.acked && !st.retained.bodies.is_empty() {
+            st.unacked_closes += 1;
+        }
         if st.stopped
             || st.connecting
             || st.epoch != epoch

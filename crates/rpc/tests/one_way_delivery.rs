@@ -181,6 +181,37 @@ fn a_one_way_too_large_is_dropped_alone(mode: IoMode) {
     client.shutdown();
 }
 
+/// A one-way the receiver refuses (larger than its max_frame_size) would go
+/// first on every new connection and close it: the sender gives it up after
+/// 3 connections in a row that acknowledged nothing, says so, and the
+/// one-ways after it are delivered, once and in order.
+fn a_one_way_the_receiver_refuses_is_given_up(mode: IoMode) {
+    capture_logs();
+    let server = support::server_with(mode, "server", |c| c.transport.max_frame_size = 4096);
+    let (w, calls) = support::watch::Watcher::new();
+    server.setup_endpoint("w", w).unwrap();
+    let client = support::client_with(mode, "client", |_| {});
+    let addr = server.address().unwrap();
+    let w = client.setup_endpoint_ref::<u64, u64>(addr, "w").unwrap();
+    let big = client.endpoint_ref::<Vec<u8>, u64>(addr, "w");
+    w.send(1).unwrap();
+    wait_for(&calls, &["send Some(1)"]);
+    big.send(vec![7; 10_000]).unwrap();
+    // Each send after a close opens the next connection.
+    for n in 2..=6 {
+        std::thread::sleep(Duration::from_millis(100));
+        w.send(n).unwrap();
+    }
+    let want: Vec<String> = (1..=6).map(|i| format!("send Some({i})")).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    wait_for(&calls, &want);
+    assert!(
+        logged(&[&addr.to_string(), "dropping a one-way message", "bytes="]),
+        "the given-up one-way is named"
+    );
+    client.shutdown();
+}
+
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {
         mod epoll {
@@ -197,4 +228,5 @@ cases!(
     resent_one_ways_are_delivered_once,
     unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,
     a_one_way_too_large_is_dropped_alone,
+    a_one_way_the_receiver_refuses_is_given_up,
 );
