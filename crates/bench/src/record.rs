@@ -50,6 +50,21 @@ pub struct RunOptions {
     /// `null` for the defaults (no zero-copy sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zero_copy_threshold: Option<usize>,
+    /// The `RPC_IO_URING_*` environment variables set for the run (name to
+    /// value): the io_uring backend reads them (spin before parking,
+    /// zero-copy threshold, fixed files), so they shape what is measured;
+    /// empty (and left out) when none is set.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub io_uring_env: std::collections::BTreeMap<String, String>,
+}
+
+/// The `RPC_IO_URING_*` variables among `vars`, by name.
+pub fn io_uring_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> std::collections::BTreeMap<String, String> {
+    vars.into_iter()
+        .filter(|(k, _)| k.starts_with("RPC_IO_URING_"))
+        .collect()
 }
 
 impl RunOptions {
@@ -77,6 +92,7 @@ impl RunOptions {
             client_cpus: spec.client_cpus.as_ref().map(CpuList::cpus),
             zero_copy_threshold: (spec.system == System::UringZeroCopy)
                 .then_some(crate::workload::ZERO_COPY_THRESHOLD),
+            io_uring_env: io_uring_env(std::env::vars()),
         }
     }
 }
@@ -398,5 +414,24 @@ pub(crate) mod tests {
         let m = Measurement::merge("epoll", Duration::from_secs(1), [&ConnStats::default()]);
         let e = Record::new(&spec(System::RawTokio, w), &m, &Environment::detect()).unwrap_err();
         assert!(e.to_string().contains("no request completed"), "{e}");
+    }
+
+    #[test]
+    fn io_uring_env_keeps_only_the_backend_variables() {
+        let vars = [
+            ("RPC_IO_URING_SPIN_US", "200"),
+            ("RPC_ASK_TIMEOUT_MS", "5"),
+            ("PATH", "/bin"),
+            ("RPC_IO_URING_FIXED_FILES", "0"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let env = super::io_uring_env(vars);
+        assert_eq!(
+            env.into_iter().collect::<Vec<_>>(),
+            [
+                ("RPC_IO_URING_FIXED_FILES".to_string(), "0".to_string()),
+                ("RPC_IO_URING_SPIN_US".to_string(), "200".to_string())
+            ]
+        );
     }
 }
