@@ -4,6 +4,7 @@
 //! other connection; the buffer pool stays within its bound.
 
 mod suite;
+#[macro_use]
 mod support;
 
 use bytes::Bytes;
@@ -197,18 +198,7 @@ fn response_nobody_asked_for(mode: IoMode) {
     f.still_serving();
 }
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $case() { super::$case(transport::IoMode::Epoll); })*
-        }
-        mod io_uring {
-            $(#[test] fn $case() { super::$case(transport::IoMode::IoUring); })*
-        }
-    };
-}
-
-cases!(
+both_io_modes!(
     garbage_bytes,
     bad_lengths,
     unknown_message_types,

@@ -5,6 +5,7 @@
 //! handover timeout; a connection older than one already seen is fenced; a
 //! second epoch on one connection is a protocol error.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -338,18 +339,7 @@ fn the_epoch_name_is_reserved() {
     }
 }
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $case() { super::$case(transport::IoMode::Epoll); })*
-        }
-        mod io_uring {
-            $(#[test] fn $case() { super::$case(transport::IoMode::IoUring); })*
-        }
-    };
-}
-
-cases!(
+both_io_modes!(
     newer_connection_waits_for_the_older_to_close,
     other_senders_are_not_held,
     handover_timeout_closes_the_older_connection,

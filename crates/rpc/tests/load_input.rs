@@ -5,6 +5,7 @@
 //! resident memory come back.
 
 mod suite;
+#[macro_use]
 mod support;
 
 use std::net::TcpStream;
@@ -177,18 +178,7 @@ fn large_frame_claims_commit_no_memory(mode: IoMode) {
     assert_eq!(healthy.ask_sync(3).unwrap(), 4);
 }
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $case() { super::$case(transport::IoMode::Epoll); })*
-        }
-        mod io_uring {
-            $(#[test] fn $case() { super::$case(transport::IoMode::IoUring); })*
-        }
-    };
-}
-
-cases!(
+both_io_modes!(
     tiny_frames_flood,
     ten_thousand_connections,
     large_frame_claims_commit_no_memory

@@ -3,6 +3,7 @@
 //! the receiver drops what it had already handled, and what is given up is
 //! named in the log (docs/SOAK.md has the whole path).
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -212,18 +213,7 @@ fn a_one_way_the_receiver_refuses_is_given_up(mode: IoMode) {
     client.shutdown();
 }
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $case() { super::$case(transport::IoMode::Epoll); })*
-        }
-        mod io_uring {
-            $(#[test] fn $case() { super::$case(transport::IoMode::IoUring); })*
-        }
-    };
-}
-
-cases!(
+both_io_modes!(
     one_ways_are_acknowledged,
     resent_one_ways_are_delivered_once,
     unacknowledged_one_ways_are_reported_when_the_receiver_is_gone,

@@ -3,6 +3,21 @@
 
 #![allow(dead_code)]
 
+/// One `#[test]` per case on each IO mode: `both_io_modes!(a, b)` makes
+/// `epoll::a`, `io_uring::a`, ... calling `a(IoMode::Epoll)` and
+/// `a(IoMode::IoUring)`. (Use with `#[macro_use] mod support;`.)
+#[allow(unused_macros)]
+macro_rules! both_io_modes {
+    ($($case:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $case() { super::$case(transport::IoMode::Epoll); })*
+        }
+        mod io_uring {
+            $(#[test] fn $case() { super::$case(transport::IoMode::IoUring); })*
+        }
+    };
+}
+
 pub mod epoch;
 pub mod raw;
 pub mod watch;
