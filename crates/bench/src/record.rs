@@ -50,20 +50,31 @@ pub struct RunOptions {
     /// `null` for the defaults (no zero-copy sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zero_copy_threshold: Option<usize>,
-    /// The `RPC_IO_URING_*` environment variables set for the run (name to
-    /// value): the io_uring backend reads them (spin before parking,
-    /// zero-copy threshold, fixed files), so they shape what is measured;
-    /// empty (and left out) when none is set.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub io_uring_env: std::collections::BTreeMap<String, String>,
+    /// The transport's environment variables set for the run (name to value):
+    /// `RPC_<KEY>` for each [`TransportConf`](transport::TransportConf) key
+    /// (`RPC_SPIN_BEFORE_PARK_US`, say), which the run applies, and the
+    /// io_uring backend's own `RPC_IO_URING_*` (zero-copy threshold, fixed
+    /// files); they shape what is measured. Empty (and left out) when none is
+    /// set. Records before this field was widened called it `io_uring_env`.
+    #[serde(
+        default,
+        alias = "io_uring_env",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub transport_env: std::collections::BTreeMap<String, String>,
 }
 
-/// The `RPC_IO_URING_*` variables among `vars`, by name.
-pub fn io_uring_env(
+/// The transport variables among `vars`, by name: `RPC_` + a transport key,
+/// and `RPC_IO_URING_*`.
+pub fn transport_env(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> std::collections::BTreeMap<String, String> {
     vars.into_iter()
-        .filter(|(k, _)| k.starts_with("RPC_IO_URING_"))
+        .filter(|(k, _)| {
+            k.starts_with("RPC_IO_URING_")
+                || k.strip_prefix(transport::ENV_PREFIX)
+                    .is_some_and(|key| transport::CONF_KEYS.contains(&key.to_ascii_lowercase().as_str()))
+        })
         .collect()
 }
 
@@ -92,7 +103,7 @@ impl RunOptions {
             client_cpus: spec.client_cpus.as_ref().map(CpuList::cpus),
             zero_copy_threshold: (spec.system == System::UringZeroCopy)
                 .then_some(crate::workload::ZERO_COPY_THRESHOLD),
-            io_uring_env: io_uring_env(std::env::vars()),
+            transport_env: transport_env(std::env::vars()),
         }
     }
 }
@@ -417,21 +428,34 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn io_uring_env_keeps_only_the_backend_variables() {
+    fn transport_env_keeps_only_the_transport_variables() {
         let vars = [
-            ("RPC_IO_URING_SPIN_US", "200"),
+            ("RPC_SPIN_BEFORE_PARK_US", "0"),
             ("RPC_ASK_TIMEOUT_MS", "5"),
             ("PATH", "/bin"),
             ("RPC_IO_URING_FIXED_FILES", "0"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let env = super::io_uring_env(vars);
+        let env = super::transport_env(vars);
         assert_eq!(
             env.into_iter().collect::<Vec<_>>(),
             [
                 ("RPC_IO_URING_FIXED_FILES".to_string(), "0".to_string()),
-                ("RPC_IO_URING_SPIN_US".to_string(), "200".to_string())
+                ("RPC_SPIN_BEFORE_PARK_US".to_string(), "0".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn records_naming_io_uring_env_still_read() {
+        let mut options = RunOptions::of(&spec(System::RawTokio, Workload::echo(64, 1, 1)));
+        options
+            .transport_env
+            .insert("RPC_IO_URING_FIXED_FILES".into(), "0".into());
+        let json = serde_json::to_string(&options).unwrap();
+        assert!(json.contains("\"transport_env\""), "{json}");
+        let old = json.replace("\"transport_env\"", "\"io_uring_env\"");
+        let read: RunOptions = serde_json::from_str(&old).unwrap();
+        assert_eq!(read, options);
     }
 }

@@ -120,7 +120,7 @@ fn on_answer(load: &Arc<ConnLoad>, sent: Instant, answer: Result<Msg<'_, Bytes>,
 /// [`BenchError::Rpc`] when an RpcEnv cannot start (e.g. `io_uring`
 /// unavailable) or bind, or a client cannot reach the echo endpoint.
 pub fn run(spec: &RunSpec) -> Result<Measurement, BenchError> {
-    let conf = spec.transport_conf();
+    let conf = spec.transport_conf()?;
     let mut pins = ThreadPins::start();
     let server = RpcEnv::create(RpcEnvConfig {
         transport: conf.clone(),

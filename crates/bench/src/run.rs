@@ -80,18 +80,26 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// The transport configuration for a transport-backed run: IO mode, threads,
-    /// and a maximum frame size that fits the workload's messages.
-    pub fn transport_conf(&self) -> TransportConf {
-        let defaults = TransportConf::default();
+    /// The transport configuration for a transport-backed run: the defaults
+    /// with the process's `RPC_<KEY>` transport variables applied (e.g.
+    /// `RPC_SPIN_BEFORE_PARK_US=0`; each run's record lists them), then the
+    /// run's IO mode, threads, and a maximum frame size that fits the
+    /// workload's messages.
+    ///
+    /// # Errors
+    /// [`BenchError::Rpc`] (a configuration error) naming the variable when one
+    /// of those variables has a bad value.
+    pub fn transport_conf(&self) -> Result<TransportConf, BenchError> {
+        let mut defaults = TransportConf::default();
+        defaults.apply_env().map_err(rpc::RpcError::from)?;
         let largest = self.workload.payload.max(self.workload.response) as u64 + FRAME_OVERHEAD;
-        TransportConf {
+        Ok(TransportConf {
             io_mode: self.system.io_mode().unwrap_or(defaults.io_mode),
             server_threads: self.server_threads,
             client_threads: self.client_threads,
             max_frame_size: defaults.max_frame_size.max(largest),
             ..defaults
-        }
+        })
     }
 }
 
@@ -144,9 +152,9 @@ pub fn run(spec: &RunSpec, env: &Environment) -> Result<Record, BenchError> {
         });
     }
     let measurement = match (spec.system, spec.level) {
-        (System::Transport(_), Level::Transport) => transport_load::run(spec.transport_conf(), spec)?,
+        (System::Transport(_), Level::Transport) => transport_load::run(spec.transport_conf()?, spec)?,
         (System::UringZeroCopy, Level::Transport) => {
-            let conf = spec.transport_conf();
+            let conf = spec.transport_conf()?;
             let uring = UringConf {
                 zero_copy_threshold: ZERO_COPY_THRESHOLD,
                 ..UringConf::default().with_env()

@@ -296,6 +296,7 @@ async fn read_loop(
             Read::Direct(n) => decoder.commit_direct_read(n, &mut deliver),
             Read::Chunk(bytes) => decoder.decode(bytes, &mut deliver),
         };
+        crate::spin::mark_activity();
         if let Err(source) = result {
             break Err(TransportError::Decode {
                 peer: client.peer_addr(),
@@ -366,6 +367,9 @@ async fn write_loop(
                 }
                 break;
             }
+        }
+        if !taken.is_empty() {
+            crate::spin::mark_activity();
         }
         queue.append(&mut taken);
         if queue.is_empty() {

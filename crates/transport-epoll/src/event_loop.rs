@@ -6,9 +6,12 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+use crate::spin;
 
 struct EventLoop {
     handle: Handle,
@@ -24,21 +27,29 @@ pub(crate) struct EventLoopGroup {
 }
 
 impl EventLoopGroup {
-    /// Starts `threads` event loops named `{name}-{i}`.
-    pub(crate) fn new(name: &str, threads: usize) -> std::io::Result<Self> {
+    /// Starts `threads` event loops named `{name}-{i}`, each polling for up to
+    /// `spin_before_park` before it parks (adaptive; zero parks at once; see
+    /// [`crate::spin`]).
+    pub(crate) fn new(name: &str, threads: usize, spin_before_park: Duration) -> std::io::Result<Self> {
         let mut loops = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(spin::before_park)
+                .on_thread_unpark(spin::after_unpark)
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    spin::install(spin_before_park);
                     // Runs spawned tasks until told to stop; dropping the runtime then
                     // drops every task left, which closes their sockets.
-                    let _ = runtime.block_on(stop_rx);
+                    let _ = runtime.block_on(async {
+                        tokio::spawn(spin::spinner());
+                        stop_rx.await
+                    });
                     drop(runtime);
                 })?;
             loops.push(EventLoop {

@@ -41,6 +41,7 @@ mod connection;
 mod event_loop;
 mod server;
 mod socket;
+mod spin;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -141,7 +142,7 @@ impl EpollTransport {
             self.conf.resolved_client_threads(cores)
         };
         let group = Arc::new(
-            EventLoopGroup::new(name, threads)
+            EventLoopGroup::new(name, threads, self.conf.spin_before_park())
                 .map_err(|e| TransportError::io("start event loops for", addr, &e))?,
         );
         *slot = Some(group.clone());

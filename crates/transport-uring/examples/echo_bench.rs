@@ -71,7 +71,7 @@ fn parse() -> Args {
         secs: 3.0,
         zc: 0,
         buf_size: UringConf::default().buf_size,
-        spin_us: 0,
+        spin_us: transport::TransportConf::default().spin_before_park_us,
         fixed_files: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -98,6 +98,7 @@ fn main() {
         server_threads: 1,
         client_threads: 1,
         max_frame_size: (a.size as u64 + 64).max(1 << 20),
+        spin_before_park_us: a.spin_us,
         ..TransportConf::default()
     };
     let t: Arc<dyn Transport> = match a.backend.as_str() {
@@ -106,7 +107,6 @@ fn main() {
             let uring = UringConf {
                 zero_copy_threshold: a.zc,
                 buf_size: a.buf_size,
-                spin_before_park: Duration::from_micros(a.spin_us),
                 fixed_files: a.fixed_files,
                 ..UringConf::default()
             };

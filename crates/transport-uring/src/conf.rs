@@ -1,9 +1,5 @@
 //! Settings only the io_uring backend has.
 
-use std::time::Duration;
-
-/// Environment variable overriding [`UringConf::spin_before_park`], in microseconds.
-pub const SPIN_US_ENV: &str = "RPC_IO_URING_SPIN_US";
 /// Environment variable overriding [`UringConf::fixed_files`] (`1`/`true` or `0`/`false`).
 pub const FIXED_FILES_ENV: &str = "RPC_IO_URING_FIXED_FILES";
 /// Environment variable overriding [`UringConf::zero_copy_threshold`], in bytes.
@@ -34,13 +30,6 @@ pub struct UringConf {
     /// anyway and the completion notification waits for the peer's ACK, so
     /// the default is 0 (off). See the crate docs for measurements.
     pub zero_copy_threshold: usize,
-    /// How long a loop with nothing to do polls its completion queue (without
-    /// a system call) before parking in `io_uring_enter`. Waking a parked
-    /// vCPU costs tens of microseconds on a VM; spinning burns a core meanwhile.
-    /// Measured here (2 vCPUs, loopback): 30 µs gives 3–6× the requests of no
-    /// spinning on an idle machine, but about half at one request in flight
-    /// when other processes keep both vCPUs busy. Default 0 (park at once).
-    pub spin_before_park: Duration,
     /// Register each connection's socket in the ring's file table
     /// (`IORING_REGISTER_FILES`, sparse, Linux 5.19) and name it by index in
     /// every SQE (`IOSQE_FIXED_FILE`), which spares the kernel a file lookup
@@ -63,14 +52,13 @@ pub struct UringConf {
 pub const FIXED_FILE_SLOTS: u32 = 4096;
 
 impl UringConf {
-    /// These settings with [`SPIN_US_ENV`] and [`ZERO_COPY_THRESHOLD_ENV`]
-    /// applied where set to a number (other values are ignored with a warning).
+    /// These settings with [`FIXED_FILES_ENV`] and [`ZERO_COPY_THRESHOLD_ENV`]
+    /// applied where set (other values are ignored with a warning). How long
+    /// a loop spins before parking is a [`TransportConf`](transport::TransportConf)
+    /// key, `spin_before_park_us`, the same for both backends.
     /// [`UringTransport::new`](crate::UringTransport::new) and `with_pool` use
     /// `UringConf::default().with_env()`.
     pub fn with_env(mut self) -> Self {
-        if let Some(us) = env_number(SPIN_US_ENV) {
-            self.spin_before_park = Duration::from_micros(us);
-        }
         if let Ok(v) = std::env::var(FIXED_FILES_ENV) {
             match v.trim() {
                 "1" | "true" => self.fixed_files = true,
@@ -106,7 +94,6 @@ impl Default for UringConf {
             buf_size: 16 << 10,
             direct_read_min: 64 << 10,
             zero_copy_threshold: 0,
-            spin_before_park: Duration::ZERO,
             fixed_files: true,
         }
     }

@@ -178,6 +178,12 @@ impl EventLoop {
             fixed,
             _permit: p.permit,
         });
+        // One send scratch space per connection, made now rather than at the
+        // first turn that flushes more connections at once than ever before:
+        // then no send allocates one (`recycle` keeps up to one per connection).
+        if self.send_scratch.len() < self.conns.len() {
+            self.send_scratch.push(crate::send::SendScratch::new());
+        }
         p.handler.channel_active(&client);
         // Arms the recv (and flushes anything `channel_active` sent) this turn.
         self.mark_dirty(key);

@@ -27,8 +27,11 @@
 //! `kernel.io_uring_disabled`, an old kernel, a missing opcode) when io_uring
 //! cannot run; the environment variable `RPC_IO_URING_FORCE_UNAVAILABLE=1`
 //! ([`FORCE_UNAVAILABLE_ENV`]) forces that path, to test fallbacks.
-//! [`SPIN_US_ENV`] and [`ZERO_COPY_THRESHOLD_ENV`] tune a transport built with
-//! [`UringTransport::new`] without code changes.
+//! [`FIXED_FILES_ENV`] and [`ZERO_COPY_THRESHOLD_ENV`] tune a transport built with
+//! [`UringTransport::new`] without code changes. How long an idle loop polls
+//! its completion queue before parking is the shared
+//! [`TransportConf::spin_before_park_us`](transport::TransportConf::spin_before_park_us)
+//! (adaptive, [`SpinPolicy`](transport::SpinPolicy)).
 //!
 //! # Performance notes (2 vCPU VM, loopback, one connection, release build)
 //!
@@ -39,9 +42,10 @@
 //!   default settings throughput equals the epoll backend's
 //!   (64 B × 64 in flight: ~0.88M req/s each) because both ends park after
 //!   every batch and waking a halted vCPU (~30 µs) dominates;
-//! - with [`UringConf::spin_before_park`] = 30 µs on an idle machine:
+//! - spinning 30 µs before parking, on an idle machine:
 //!   64 B × 64 in flight ~3.0M req/s, 64 B × 1 ~100k, 4 KiB × 16 ~700k
-//!   (3–6× epoll); it loses under CPU contention, hence off by default;
+//!   (3–6× epoll); spinning is now on by default and adaptive (see
+//!   `docs/PERFORMANCE.md` for what it does under CPU contention);
 //! - `SENDMSG_ZC` to a loopback peer: 1 MiB × 4 in flight 1.6k vs 2.8k req/s
 //!   without it, 128 KiB × 8 13.4k vs 22.3k: the kernel copies for a local
 //!   receiver anyway and the notification waits for the peer. Zero copy is
@@ -94,7 +98,7 @@ mod sink;
 mod socket;
 mod transport_impl;
 
-pub use conf::{FIXED_FILE_SLOTS, FIXED_FILES_ENV, SPIN_US_ENV, UringConf, ZERO_COPY_THRESHOLD_ENV};
+pub use conf::{FIXED_FILE_SLOTS, FIXED_FILES_ENV, UringConf, ZERO_COPY_THRESHOLD_ENV};
 pub use probe::{FORCE_UNAVAILABLE_ENV, MIN_KERNEL, ProbeReport, UringUnavailable, probe};
 pub use transport_impl::UringTransport;
 

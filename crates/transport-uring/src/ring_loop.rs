@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use io_uring::{opcode, types};
 use slab::Slab;
-use transport::{BufferPool, ConnectionId, TransportClient, TransportConf, TransportError};
+use transport::{BufferPool, ConnectionId, SpinPolicy, TransportClient, TransportConf, TransportError};
 
 use crate::buf_ring::BufRing;
 use crate::conf::UringConf;
@@ -81,6 +81,8 @@ pub(crate) struct EventLoop {
     pub(crate) stopping: bool,
     wake_op: Option<usize>,
     wake_buf: Option<Box<[u8; 8]>>,
+    /// Whether to poll before parking, from the idle gaps seen so far.
+    spin: SpinPolicy,
 }
 
 impl EventLoop {
@@ -98,6 +100,7 @@ impl EventLoop {
             BUF_GROUP,
         )?;
         let files = FileTable::new(&ring, conf.uring.fixed_files);
+        let spin = SpinPolicy::new(conf.transport.spin_before_park());
         Ok(Self {
             ops: Ops::new(ring),
             buf_ring,
@@ -113,6 +116,7 @@ impl EventLoop {
             stopping: false,
             wake_op: None,
             wake_buf: Some(Box::new([0; 8])),
+            spin,
         })
     }
 
@@ -131,6 +135,7 @@ impl EventLoop {
             if self.stopping && self.ops.len() == 0 {
                 break;
             }
+            let idle_since = Instant::now();
             let want = if self.spin_until_work() {
                 0
             } else {
@@ -141,6 +146,7 @@ impl EventLoop {
                 break;
             }
             self.handle.unpark();
+            self.spin.record_idle_gap(idle_since.elapsed());
             self.ops.drain_completions(&mut completions);
             for c in completions.drain(..) {
                 self.complete(c);
@@ -163,26 +169,40 @@ impl EventLoop {
     }
 
     /// Submits what is queued, then polls the completion queue (no system
-    /// call) for up to `spin_before_park`: waking a parked vCPU costs ~30 µs
-    /// here, so a reply that comes back within that is caught without one.
-    /// Returns whether work arrived.
+    /// call) for as long as the loop's [`SpinPolicy`] says (up to
+    /// `spin_before_park_us`, only while recent idle gaps were shorter, and
+    /// not while backing off after a round that lost the CPU):
+    /// waking a parked vCPU costs ~30 µs here, so a reply that comes back
+    /// within that is caught without one. Each round yields the CPU
+    /// (`sched_yield`), so a thread waiting for this core (the peer of a
+    /// loopback connection, another process) runs at once instead of at the
+    /// end of a time slice. Returns whether work arrived.
     fn spin_until_work(&mut self) -> bool {
-        let spin = self.conf.uring.spin_before_park;
+        let start = Instant::now();
+        let spin = self.spin.spin_for(start);
         if spin.is_zero() {
             return false;
         }
         if let Err(e) = self.ops.submit_and_wait(0) {
             tracing::warn!(error = %e, "io_uring submit failed");
         }
-        let deadline = Instant::now() + spin;
+        let deadline = start + spin;
+        let mut round = Instant::now();
         loop {
             if self.ops.work_ready() || self.handle.has_commands() {
+                self.spin.spin_went_through();
                 return true;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if self.spin.check_round(round, now) {
                 return false;
             }
-            std::hint::spin_loop();
+            if now >= deadline {
+                self.spin.spin_went_through();
+                return false;
+            }
+            std::thread::yield_now();
+            round = now;
         }
     }
 

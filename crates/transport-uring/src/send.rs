@@ -26,10 +26,15 @@ pub(crate) struct SendScratch {
     msg: Box<libc::msghdr>,
 }
 
+/// `iovec`s a new scratch space holds before it grows: two frames (header
+/// and body each), what an RPC's request or answer takes.
+const IOV_AT_FIRST: usize = 4;
+
 impl SendScratch {
-    fn new() -> Self {
+    /// An empty header and room for [`IOV_AT_FIRST`] `iovec`s (two allocations).
+    pub(crate) fn new() -> Self {
         Self {
-            iov: Vec::new(),
+            iov: Vec::with_capacity(IOV_AT_FIRST),
             // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
             msg: Box::new(unsafe { std::mem::zeroed() }),
         }

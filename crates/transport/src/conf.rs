@@ -114,6 +114,7 @@ pub enum ConfError {
 /// | `max_queued_bytes_per_connection` | `RPC_MAX_QUEUED_BYTES_PER_CONNECTION` | 16777216 (16 MiB); 0 = unlimited | (none in Spark) |
 /// | `max_in_flight_requests_per_connection` | `RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION` | 4096; 0 = unlimited | (none in Spark) |
 /// | `max_outstanding_rpcs_per_connection` | `RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION` | 0 = unlimited | (none in Spark) |
+/// | `spin_before_park_us` | `RPC_SPIN_BEFORE_PARK_US` | 100 µs; 0 = park at once | (none in Netty; its loops park at once) |
 ///
 /// The last four bound what one peer can make a process hold; what happens
 /// at each is on its field. Defaults:
@@ -189,6 +190,14 @@ pub struct TransportConf {
     /// [`TransportError::TooManyOutstandingRpcs`](crate::TransportError::TooManyOutstandingRpcs),
     /// sending nothing and leaving the connection open.
     pub max_outstanding_rpcs_per_connection: usize,
+    /// Longest an event loop with nothing to do polls for work before it parks,
+    /// in microseconds; 0 parks at once. Adaptive ([`SpinPolicy`](crate::SpinPolicy)):
+    /// a loop spins only while its recent idle gaps were shorter than this, so
+    /// an idle or slow connection costs no CPU, and stops spinning for a while
+    /// when a spin loses its CPU to other work. Waking a parked vCPU costs tens
+    /// of microseconds on a VM, more than a loopback round trip on one core;
+    /// `docs/PERFORMANCE.md` has the measurements behind the default of 100.
+    pub spin_before_park_us: u64,
 }
 
 impl fmt::Debug for TransportConf {
@@ -218,6 +227,7 @@ impl fmt::Debug for TransportConf {
                 "max_outstanding_rpcs_per_connection",
                 &self.max_outstanding_rpcs_per_connection,
             )
+            .field("spin_before_park_us", &self.spin_before_park_us)
             .finish()
     }
 }
@@ -240,12 +250,13 @@ impl Default for TransportConf {
             max_queued_bytes_per_connection: 16 << 20,
             max_in_flight_requests_per_connection: 4096,
             max_outstanding_rpcs_per_connection: 0,
+            spin_before_park_us: 100,
         }
     }
 }
 
 /// Every key, in the order of the module table.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "io_mode",
     "server_threads",
     "client_threads",
@@ -261,6 +272,7 @@ pub const KEYS: [&str; 15] = [
     "max_queued_bytes_per_connection",
     "max_in_flight_requests_per_connection",
     "max_outstanding_rpcs_per_connection",
+    "spin_before_park_us",
 ];
 
 /// Prefix of the environment variables that override keys.
@@ -307,6 +319,10 @@ impl TransportConf {
             }
             "max_outstanding_rpcs_per_connection" => {
                 self.max_outstanding_rpcs_per_connection = parse_num(key, value, UNLIMITED)?
+            }
+            "spin_before_park_us" => {
+                self.spin_before_park_us =
+                    parse_num(key, value, "microseconds, a whole number >= 0 (0 = park at once)")?
             }
             _ => {
                 return Err(ConfError::UnknownKey {
@@ -440,6 +456,11 @@ impl TransportConf {
     /// The connect timeout as a [`Duration`].
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`spin_before_park_us`](Self::spin_before_park_us) as a [`Duration`].
+    pub fn spin_before_park(&self) -> Duration {
+        Duration::from_micros(self.spin_before_park_us)
     }
 
     /// [`max_connections`](Self::max_connections) with 0 (no limit) as `usize::MAX`.

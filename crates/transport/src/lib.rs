@@ -13,6 +13,7 @@
 //! - [`IoMode`], [`TransportConf`]: configuration from TOML, environment and code;
 //! - [`Transport`], [`TransportHandler`], [`TransportClient`],
 //!   [`TransportClientFactory`]: the contract backends implement and users call;
+//! - [`SpinPolicy`]: when an idle event loop polls before it parks;
 //! - [`auth`]: shared-secret authentication of connections (`auth_secret`), the
 //!   same on every backend.
 //!
@@ -55,6 +56,7 @@ mod pool;
 pub mod protocol;
 mod registry;
 pub mod settings;
+mod spin;
 mod transport;
 mod write_queue;
 
@@ -74,5 +76,6 @@ pub use frame::{EncodedFrame, Frame, FrameSizeError};
 pub use id_hash::{RequestIdHasher, RequestIdMap};
 pub use pool::{BufferPool, MAX_CLASS_SIZE, MIN_CLASS_SIZE, PoolStats, PooledBufMut};
 pub use registry::ConnectionRegistry;
+pub use spin::SpinPolicy;
 pub use transport::{Transport, TransportHandler, TransportServer};
 pub use write_queue::{MAX_IOV, WriteQueue};

@@ -30,7 +30,9 @@
 //! - [`limits`]: `max_connections`, a peer that never reads its answers
 //!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
 //!   and `max_outstanding_rpcs_per_connection`;
-//! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`.
+//! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`;
+//! - [`spin`]: idle and slow connections cost no CPU with spinning on, and
+//!   nothing needs it on.
 
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ pub mod limits;
 pub mod read_complete;
 pub mod read_pause;
 pub mod rpc;
+pub mod spin;
 
 pub use auth::{auth_secret_gates_connections, close_after_flush_delivers_queued_frames};
 pub use faults::{
@@ -67,6 +70,7 @@ pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
     rpc_responses_match_requests, server_sends_to_client,
 };
+pub use spin::{idle_loops_stop_spinning, loops_do_not_spin_for_a_slow_peer, rpcs_work_with_spinning_off};
 
 /// Builds a fresh backend from a configuration. Every case calls it at least
 /// once and shuts down what it built.
@@ -108,6 +112,9 @@ macro_rules! conformance_suite {
             client_refuses_rpcs_past_the_outstanding_limit,
             read_pause_holds_frames_until_the_last_is_dropped,
             read_complete_follows_each_read,
+            idle_loops_stop_spinning,
+            loops_do_not_spin_for_a_slow_peer,
+            rpcs_work_with_spinning_off,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
