@@ -150,14 +150,10 @@ pub(crate) async fn spinner() {
                 let st = s.as_mut().expect("installed");
                 let now = Instant::now();
                 if activity() != seen {
-                    st.policy.spin_went_through();
                     end_idle(st);
                     true
-                } else if st.policy.check_round(round, now) {
-                    st.spun_out = true;
-                    true
-                } else if now >= st.deadline {
-                    st.policy.spin_went_through();
+                } else if st.policy.check_round(round, now) || now >= st.deadline {
+                    // Lost the CPU, or nothing came in time: park this idle period.
                     st.spun_out = true;
                     true
                 } else {

@@ -190,15 +190,11 @@ impl EventLoop {
         let mut round = Instant::now();
         loop {
             if self.ops.work_ready() || self.handle.has_commands() {
-                self.spin.spin_went_through();
                 return true;
             }
             let now = Instant::now();
-            if self.spin.check_round(round, now) {
-                return false;
-            }
-            if now >= deadline {
-                self.spin.spin_went_through();
+            // Lost the CPU, or nothing came in time: park.
+            if self.spin.check_round(round, now) || now >= deadline {
                 return false;
             }
             std::thread::yield_now();

@@ -17,8 +17,8 @@
 //! share time slices (milliseconds) with them, and a 1-in-flight round trip
 //! measured here fell from ~50k to ~1k per second. So a spin round that took
 //! longer than the whole budget (the thread was descheduled) stops the spin
-//! and turns spinning off for a while, from 1 ms doubling up to 1 s, until a
-//! spin goes through undisturbed again.
+//! and turns spinning off for a while: 1 ms, doubling at each such round up
+//! to 1 s, and back to 1 ms only after 10 s without one.
 //!
 //! The policy is sans-IO: the loop measures the gaps with its own clock and
 //! reports them and the times it reads; the policy only decides.
@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 const FIRST_BACKOFF: Duration = Duration::from_millis(1);
 /// Longest pause of spinning after spins kept losing their CPU.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Time without a preempted spin after which the back-off starts over at
+/// [`FIRST_BACKOFF`].
+const QUIET_RESET: Duration = Duration::from_secs(10);
 
 /// Adaptive spin-then-park decision of one event loop (one per loop thread).
 ///
@@ -120,22 +123,22 @@ impl SpinPolicy {
     /// Checks one round of a spin (one poll for work and one yield of the
     /// CPU) that ran from `start` to `end`. A round longer than the budget
     /// means the thread lost its CPU: this returns `true` (stop spinning now)
-    /// and pauses spinning from `end` for the current back-off (1 ms at
-    /// first, doubling up to 1 s). A spin that ends undisturbed should call
-    /// [`spin_went_through`](Self::spin_went_through).
+    /// and pauses spinning from `end` for the current back-off: 1 ms at
+    /// first, doubling with each such round up to 1 s, and 1 ms again when
+    /// the last one was over 10 s before.
     pub fn check_round(&mut self, start: Instant, end: Instant) -> bool {
         if end.saturating_duration_since(start) <= self.budget {
             return false;
         }
+        let quiet = self
+            .paused_until
+            .is_none_or(|until| end.saturating_duration_since(until) > QUIET_RESET);
+        if quiet {
+            self.backoff = FIRST_BACKOFF;
+        }
         self.paused_until = Some(end + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         true
-    }
-
-    /// A spin ran to its end (work or deadline) without losing its CPU: the
-    /// next preempted spin backs off for 1 ms again.
-    pub fn spin_went_through(&mut self) {
-        self.backoff = FIRST_BACKOFF;
     }
 }
 
@@ -255,17 +258,23 @@ mod tests {
     }
 
     #[test]
-    fn an_undisturbed_spin_resets_the_back_off() {
+    fn ten_quiet_seconds_reset_the_back_off() {
         let mut p = SpinPolicy::new(BUDGET);
-        let now = t0();
-        for i in 0..5 {
-            let start = now + Duration::from_secs(i * 2);
-            assert!(p.check_round(start, start + Duration::from_millis(4)));
+        let mut now = t0();
+        for _ in 0..5 {
+            let end = now + Duration::from_millis(4);
+            assert!(p.check_round(now, end));
+            now = end + Duration::from_millis(100);
         }
-        p.spin_went_through();
-        let start = now + Duration::from_secs(20);
-        let end = start + Duration::from_millis(4);
-        assert!(p.check_round(start, end));
+        // Undisturbed spins in between change nothing: still backing off long.
+        assert!(!p.check_round(now, now + BUDGET));
+        let end = now + Duration::from_millis(4);
+        assert!(p.check_round(now, end));
+        assert_eq!(p.spin_for(end + Duration::from_millis(16)), Duration::ZERO);
+        // After 10 s without a preempted round, the next pause is 1 ms again.
+        let later = end + Duration::from_secs(12);
+        let end = later + Duration::from_millis(4);
+        assert!(p.check_round(later, end));
         assert_eq!(p.spin_for(end + Duration::from_millis(1)), BUDGET);
     }
 
