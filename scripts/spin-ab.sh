@@ -37,10 +37,10 @@ fi
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR+1)/2; print (NR%2) ? a[m] : (a[m-0.5]+a[m+0.5])/2}'; }
 
 echo "spin A/B: RPC_SPIN_BEFORE_PARK_US=0 (A) vs the default (B); $pairs pairs; contended: $contend; git $(git rev-parse --short HEAD)"
-printf '%-9s %-9s %-22s %12s %12s %7s %8s %8s\n' mode level workload "A req/s" "B req/s" "B/A" "A p50" "B p50"
+printf '%-9s %-9s %-30s %12s %12s %7s %8s %8s\n' mode level workload "A req/s" "B req/s" "B/A" "A p50" "B p50"
 for mode in epoll io_uring; do
   for level in transport rpc; do
-    for workload in "--inflight 1" "--inflight 64" "--payload 4KiB --inflight 16"; do
+    for workload in "--inflight 1" "--inflight 64" "--payload 4KiB --inflight 16" "--payload 1MiB --inflight 4" "--conns 256 --inflight 1"; do
       a_rps=(); b_rps=(); a_p50=(); b_p50=()
       for _ in $(seq "$pairs"); do
         for side in a b; do
@@ -54,7 +54,7 @@ for mode in epoll io_uring; do
       done
       ma=$(printf '%s\n' "${a_rps[@]}" | median); mb=$(printf '%s\n' "${b_rps[@]}" | median)
       pa=$(printf '%s\n' "${a_p50[@]}" | median); pb=$(printf '%s\n' "${b_p50[@]}" | median)
-      printf '%-9s %-9s %-22s %12.0f %12.0f %6.2fx %8s %8s\n' "$mode" "$level" "${workload//--/}" \
+      printf '%-9s %-9s %-30s %12.0f %12.0f %6.2fx %8s %8s\n' "$mode" "$level" "${workload//--/}" \
         "$ma" "$mb" "$(awk -v a="$ma" -v b="$mb" 'BEGIN{print b/a}')" "$pa" "$pb"
     done
   done
