@@ -7,6 +7,10 @@
 //! single-threaded tokio runtime that owns its connections for their whole
 //! life. Reads go into pooled buffers and frames are cut out of them without
 //! copying; every frame queued on a connection goes out with vectored writes.
+//! A loop that runs out of work polls for more (non-blocking `epoll_wait`)
+//! for up to [`TransportConf::spin_before_park_us`] before its thread blocks,
+//! while its recent idle gaps were that short ([`transport::SpinPolicy`];
+//! `spin.rs` has how it rides on tokio's park hooks).
 //! See `connection.rs` for the data path and `transport::Transport` for the
 //! contract this backend keeps.
 //!
