@@ -35,6 +35,12 @@ pub(crate) fn mark_activity() {
     ACTIVITY.with(|a| a.set(a.get().wrapping_add(1)));
 }
 
+/// CPUs the calling thread may run on (`sched_getaffinity`); 0 when the call
+/// fails. A loop confined to one CPU does not spin (see [`SpinPolicy`]).
+fn cpus_allowed() -> usize {
+    rustix::thread::sched_getaffinity(None).map_or(0, |set| set.count() as usize)
+}
+
 fn activity() -> u64 {
     ACTIVITY.with(Cell::get)
 }
@@ -82,6 +88,9 @@ pub(crate) fn before_park() {
         let mut s = s.borrow_mut();
         let Some(st) = s.as_mut() else { return };
         let now = Instant::now();
+        if st.policy.affinity_due(now) {
+            st.policy.set_cpus_allowed(cpus_allowed(), now);
+        }
         let idle_since = *st.idle_since.get_or_insert(now);
         let spin = st.policy.spin_for(now);
         match st.spinner.take() {
@@ -166,5 +175,90 @@ pub(crate) async fn spinner() {
             }
             std::thread::yield_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use rustix::thread::CpuSet;
+
+    use super::STATE;
+    use crate::event_loop::EventLoopGroup;
+
+    /// Runs `f` on the loop's thread and returns its result.
+    fn on_loop<T: Send + 'static>(group: &EventLoopGroup, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        group.next().spawn(async move {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the loop ran the task")
+    }
+
+    /// Whether the loop's policy last saw its thread confined to one CPU.
+    fn confined(group: &EventLoopGroup) -> bool {
+        on_loop(group, || {
+            STATE.with(|s| {
+                let s = s.borrow();
+                s.as_ref()
+                    .expect("the loop installed its spin state")
+                    .policy
+                    .confined_to_one_cpu()
+            })
+        })
+    }
+
+    /// Waits (up to 5 s, polling every 20 ms: each poll is an idle moment at
+    /// which the loop may re-read its affinity) until `confined` says `want`.
+    fn wait_confined(group: &EventLoopGroup, want: bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while confined(group) != want {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_loop_pinned_to_one_cpu_stops_spinning_and_one_on_more_spins() {
+        let group = EventLoopGroup::new("spin-test", 1, Duration::from_micros(100)).unwrap();
+        let allowed = rustix::thread::sched_getaffinity(None).expect("sched_getaffinity");
+        let first = (0..CpuSet::MAX_CPU)
+            .find(|&c| allowed.is_set(c))
+            .expect("some CPU is allowed");
+        if allowed.count() > 1 {
+            wait_confined(
+                &group,
+                false,
+                "a loop free to use several CPUs counts as confined",
+            );
+        }
+        on_loop(&group, move || {
+            let mut one = CpuSet::new();
+            one.set(first);
+            rustix::thread::sched_setaffinity(None, &one).expect("pin the loop thread");
+        });
+        // The loop re-reads its affinity at an idle moment at most every 100 ms.
+        wait_confined(&group, true, "a loop pinned to one CPU does not see it");
+        on_loop(&group, || {
+            STATE.with(|s| {
+                let s = s.borrow();
+                let st = s.as_ref().expect("installed");
+                assert_eq!(
+                    st.policy.spin_for(Instant::now()),
+                    Duration::ZERO,
+                    "a confined loop spins"
+                );
+            })
+        });
+        if allowed.count() > 1 {
+            on_loop(&group, move || {
+                rustix::thread::sched_setaffinity(None, &allowed).expect("unpin the loop thread");
+            });
+            wait_confined(&group, false, "an unpinned loop still counts as confined");
+        }
+        group.shutdown();
     }
 }

@@ -217,3 +217,9 @@ impl EventLoopGroup {
         }
     }
 }
+
+/// CPUs the calling thread may run on (`sched_getaffinity`); 0 when the call
+/// fails. An event loop confined to one CPU does not spin before parking.
+pub(crate) fn cpus_allowed() -> usize {
+    rustix::thread::sched_getaffinity(None).map_or(0, |set| set.count() as usize)
+}

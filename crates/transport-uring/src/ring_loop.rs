@@ -179,6 +179,9 @@ impl EventLoop {
     /// end of a time slice. Returns whether work arrived.
     fn spin_until_work(&mut self) -> bool {
         let start = Instant::now();
+        if self.spin.affinity_due(start) {
+            self.spin.set_cpus_allowed(crate::group::cpus_allowed(), start);
+        }
         let spin = self.spin.spin_for(start);
         if spin.is_zero() {
             return false;
