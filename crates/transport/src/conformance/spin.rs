@@ -175,6 +175,24 @@ pub fn loops_do_not_spin_for_a_slow_peer(factory: &TransportFactory) {
     );
 }
 
+/// A peer that asks once every 3 ms (3 times the 1 ms budget): only the
+/// wait for each answer is shorter than the budget, and a loop's average gap
+/// stays above it, so the loops do not spin in the 3 ms between RPCs (at most
+/// 50 ms of CPU together for 100 RPCs, where a spin after each costs 100 ms).
+/// Only idle periods count: a loop whose own send completes at once has not
+/// been idle (io_uring counted each turn of its loop as a gap, so two or
+/// three near-zero "gaps" per RPC pulled its average under the budget; with
+/// `cargo test -p transport-uring --test conformance peer_3_budgets` one loop
+/// used 80–90 ms of CPU in each of four runs, the epoll backend 0 ms).
+pub fn loops_do_not_spin_for_a_peer_3_budgets_apart(factory: &TransportFactory) {
+    let (used, tids) = slow_peer_cpu(factory, Duration::from_millis(3));
+    assert!(
+        used <= Duration::from_millis(50),
+        "the loops ({tids:?}) used {used:?} of CPU for 100 RPCs 3 ms apart with a 1 ms spin budget: \
+         they spun between RPCs although their idle gaps were 3 times the budget"
+    );
+}
+
 /// With `spin_before_park_us = 0` (park at once) RPCs work as with spinning on.
 pub fn rpcs_work_with_spinning_off(factory: &TransportFactory) {
     let t = factory(spinning_conf(0));
