@@ -196,13 +196,15 @@ impl EventLoop {
     fn spin_until_work(&mut self, idle_since: Instant) -> bool {
         let start = Instant::now();
         let spin = self.spin.spin_for(start);
-        if spin.is_zero() {
+        let deadline = idle_since + spin;
+        if spin.is_zero() || start >= deadline {
+            // Not spinning, or this idle period already spun out: park with
+            // the one `io_uring_enter` that also submits.
             return false;
         }
         if let Err(e) = self.ops.submit_and_wait(0) {
             tracing::warn!(error = %e, "io_uring submit failed");
         }
-        let deadline = idle_since + spin;
         let mut round = Instant::now();
         loop {
             if self.ops.work_ready() || self.handle.has_commands() {
