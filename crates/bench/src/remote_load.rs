@@ -146,23 +146,37 @@ pub fn read_config(path: &Path) -> Result<RpcEnvConfig, transport::ConfError> {
 }
 
 /// The configuration of one side: the `--config` file ([`read_config`]) or the defaults, then
-/// `--io-mode` and the thread count if given (else 1 without a file), with a maximum frame size
-/// that fits `largest` bytes of body.
+/// the process's transport variables (`RPC_<KEY>` for each `transport.*` key, e.g.
+/// `RPC_SPIN_BEFORE_PARK_US=0`, as `rpc-bench run` applies them and as every record lists
+/// them in `options.transport_env`), then `--io-mode` and the thread count if given (else 1
+/// without a file), with a maximum frame size that fits `largest` bytes of body.
 ///
 /// # Errors
-/// [`BenchError::Rpc`] (a configuration error naming the file or key) when the file cannot be
-/// read or is wrong.
+/// [`BenchError::Rpc`] (a configuration error naming the file, key or variable) when the file
+/// cannot be read or is wrong, or a transport variable has a bad value.
 pub fn side_conf(
     config: Option<&Path>,
     io_mode: Option<IoMode>,
     threads: Option<usize>,
     largest: usize,
 ) -> Result<RpcEnvConfig, BenchError> {
+    side_conf_with_vars(config, io_mode, threads, largest, std::env::vars())
+}
+
+/// [`side_conf`] with the environment variables `vars` in place of the process's.
+fn side_conf_with_vars(
+    config: Option<&Path>,
+    io_mode: Option<IoMode>,
+    threads: Option<usize>,
+    largest: usize,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<RpcEnvConfig, BenchError> {
     let mut rpc_conf = match config {
         Some(path) => read_config(path).map_err(rpc::RpcError::from)?,
         None => RpcEnvConfig::client("rpc-bench"),
     };
     let t = &mut rpc_conf.transport;
+    t.apply_env_vars(vars).map_err(rpc::RpcError::from)?;
     if let Some(mode) = io_mode {
         t.io_mode = mode;
     }
@@ -347,6 +361,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn transport_variables_apply_to_both_sides() {
+        let vars = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let c = side_conf_with_vars(None, None, None, 64, vars(&[("RPC_SPIN_BEFORE_PARK_US", "0")]))
+            .unwrap()
+            .transport;
+        assert_eq!(
+            c.spin_before_park_us, 0,
+            "recorded in options.transport_env, so applied"
+        );
+        let c = side_conf_with_vars(
+            None,
+            Some(IoMode::Epoll),
+            Some(3),
+            64,
+            vars(&[("RPC_IO_MODE", "io_uring"), ("RPC_CLIENT_THREADS", "7")]),
+        )
+        .unwrap()
+        .transport;
+        assert_eq!((c.io_mode, c.client_threads), (IoMode::Epoll, 3), "the flags win");
+        let e = side_conf_with_vars(None, None, None, 64, vars(&[("RPC_SPIN_BEFORE_PARK_US", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RPC_SPIN_BEFORE_PARK_US"), "{e}");
     }
 
     #[test]

@@ -146,6 +146,11 @@ impl Ops {
     }
 
     /// The entry of operation `key`, if in flight.
+    pub(crate) fn get(&self, key: usize) -> Option<&Op> {
+        self.slab.get(key)
+    }
+
+    /// The entry of operation `key`, if in flight, to change it.
     pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut Op> {
         self.slab.get_mut(key)
     }

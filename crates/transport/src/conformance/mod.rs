@@ -70,7 +70,10 @@ pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
     rpc_responses_match_requests, server_sends_to_client,
 };
-pub use spin::{idle_loops_stop_spinning, loops_do_not_spin_for_a_slow_peer, rpcs_work_with_spinning_off};
+pub use spin::{
+    idle_loops_stop_spinning, loops_do_not_spin_for_a_peer_3_budgets_apart,
+    loops_do_not_spin_for_a_slow_peer, loops_spin_between_back_to_back_rpcs, rpcs_work_with_spinning_off,
+};
 
 /// Builds a fresh backend from a configuration. Every case calls it at least
 /// once and shuts down what it built.
@@ -114,7 +117,9 @@ macro_rules! conformance_suite {
             read_complete_follows_each_read,
             idle_loops_stop_spinning,
             loops_do_not_spin_for_a_slow_peer,
+            loops_do_not_spin_for_a_peer_3_budgets_apart,
             rpcs_work_with_spinning_off,
+            loops_spin_between_back_to_back_rpcs,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
