@@ -211,6 +211,9 @@ pub(crate) struct ConnectionParams {
 /// Starts serving `stream` on the current event loop (call from a task on it):
 /// registers it, calls `channel_active`, then spawns its reader and writer.
 pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<TransportClient> {
+    // New work for the loop: a spin that runs this (and `channel_active`)
+    // ends here instead of counting its length as lost CPU.
+    crate::spin::mark_activity();
     let local = stream.local_addr()?;
     let peer = stream.peer_addr()?;
     let sink = Arc::new(EpollSink {
@@ -305,6 +308,8 @@ async fn read_loop(
         }
         handler.read_complete(client);
     };
+    // The connection ends (EOF or an error): work for the loop, as a read is.
+    crate::spin::mark_activity();
     let reason = match outcome {
         Ok(()) => match decoder.finish() {
             Ok(()) => "the peer closed the connection".to_string(),

@@ -97,7 +97,10 @@ pub(crate) async fn accept_loop(
     let listener = listener;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => serve(ConnectionId(ids.fetch_add(1, Ordering::Relaxed)), stream),
+            Ok((stream, _)) => {
+                crate::spin::mark_activity();
+                serve(ConnectionId(ids.fetch_add(1, Ordering::Relaxed)), stream)
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays up.
                 tracing::warn!(addr = ?listener.local_addr().ok(), error = %e, "accept failed; retrying in 10 ms");
