@@ -245,9 +245,12 @@ pub fn loops_spin_between_back_to_back_rpcs(factory: &TransportFactory) {
         "with spinning off the loops ({tids:?}) blocked only {off} times in {RPCS} RPCs: \
          /proc's voluntary_ctxt_switches does not count their parks here"
     );
-    assert!(
-        on <= RPCS / 4,
-        "with a 100 ms spin budget the loops blocked {on} times in {RPCS} back-to-back RPCs: \
-         they parked instead of spinning"
-    );
+    // A loop confined to one CPU does not spin, by design (`SpinPolicy`).
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        assert!(
+            on <= RPCS / 4,
+            "with a 100 ms spin budget the loops blocked {on} times in {RPCS} back-to-back RPCs: \
+             they parked instead of spinning"
+        );
+    }
 }
