@@ -9,6 +9,10 @@
 # --contend runs two busy loops (`yes > /dev/null`, one per CPU of a 2-vCPU
 # machine) for the whole A/B: the case where other processes keep the cores
 # busy and a spinning loop competes with them.
+#
+# B is the built-in default: an RPC_SPIN_BEFORE_PARK_US already set in the
+# caller's environment is ignored. The binary is the one `cargo build` just
+# made, in the target directory cargo uses (CARGO_TARGET_DIR included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +30,8 @@ done
 command -v jq >/dev/null || { echo "error: needs jq (apt-get install jq)" >&2; exit 1; }
 
 cargo build --quiet --release -p bench --bin rpc-bench
-bench=target/release/rpc-bench
+bench="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release/rpc-bench"
+unset RPC_SPIN_BEFORE_PARK_US
 hogs=()
 cleanup() { for p in "${hogs[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -46,8 +51,11 @@ for mode in epoll io_uring; do
         for side in a b; do
           if [ "$side" = a ]; then spin=0; else spin=""; fi
           # shellcheck disable=SC2086
-          out=$(env ${spin:+RPC_SPIN_BEFORE_PARK_US=$spin} "$bench" run --io-mode "$mode" --level "$level" \
-            $workload --duration "$duration" --warmup 0.3 --json 2>/dev/null)
+          if ! out=$(env ${spin:+RPC_SPIN_BEFORE_PARK_US=$spin} "$bench" run --io-mode "$mode" --level "$level" \
+            $workload --duration "$duration" --warmup 0.3 --json); then
+            echo "error: $bench run --io-mode $mode --level $level $workload failed (its message is above)" >&2
+            exit 1
+          fi
           rps=$(jq -r .rps <<<"$out"); p50=$(jq -r .p50_us <<<"$out")
           if [ "$side" = a ]; then a_rps+=("$rps"); a_p50+=("$p50"); else b_rps+=("$rps"); b_p50+=("$p50"); fi
         done
