@@ -38,8 +38,8 @@
 //! Measured with `examples/echo_bench.rs`, medians of alternating runs:
 //!
 //! - about 0.06 `io_uring_enter` calls per request (under `strace -c`; the
-//!   epoll backend made ~0.2 system calls per request in the same run); at
-//!   default settings throughput equals the epoll backend's
+//!   epoll backend made ~0.2 system calls per request in the same run); with
+//!   spinning off (`spin_before_park_us = 0`) throughput equals the epoll backend's
 //!   (64 B × 64 in flight: ~0.88M req/s each) because both ends park after
 //!   every batch and waking a halted vCPU (~30 µs) dominates;
 //! - spinning 30 µs before parking, on an idle machine:

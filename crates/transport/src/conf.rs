@@ -194,7 +194,8 @@ pub struct TransportConf {
     /// in microseconds; 0 parks at once. Adaptive ([`SpinPolicy`](crate::SpinPolicy)):
     /// a loop spins only while its recent idle gaps were shorter than this, so
     /// an idle or slow connection costs no CPU, and stops spinning for a while
-    /// when a spin loses its CPU to other work. Waking a parked vCPU costs tens
+    /// when a spin loses its CPU to other work; a loop whose thread may run on
+    /// one CPU only (`sched_getaffinity`) never spins. Waking a parked vCPU costs tens
     /// of microseconds on a VM, more than a loopback round trip on one core;
     /// `docs/PERFORMANCE.md` has the measurements behind the default of 100.
     pub spin_before_park_us: u64,
