@@ -47,7 +47,9 @@ pub enum ConfigError {
     /// Keys that are not options of the subcommand.
     #[error(
         "unknown key{s} {keys} in the config file {}; the keys are the long flags of `rpc-bench {command}` \
-         ({allowed})",
+         ({allowed}); the transport's keys (an RpcEnv's `[transport]` table) are set with `RPC_<KEY>` \
+         variables instead (`RPC_SPIN_BEFORE_PARK_US=0`, say), which each run records in \
+         `options.transport_env`",
         path.display(),
         s = if keys.contains(',') { "s" } else { "" }
     )]
@@ -306,6 +308,18 @@ mod tests {
         .unwrap();
         let spec = cli.matrix.spec();
         assert_eq!((spec.repeat, spec.systems.len(), spec.levels.len()), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_transport_table_is_refused_with_the_variables_to_use_instead() {
+        let f = file("[transport]\nspin_before_park_us = 0\n");
+        let msg = run_spec(&["run", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`transport`") && msg.contains("RPC_SPIN_BEFORE_PARK_US=0"),
+            "{msg}"
+        );
     }
 
     #[test]
