@@ -31,8 +31,9 @@
 //!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
 //!   and `max_outstanding_rpcs_per_connection`;
 //! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`;
-//! - [`spin`]: idle and slow connections cost no CPU with spinning on, and
-//!   nothing needs it on.
+//! - [`spin`]: idle and slow connections cost no CPU with spinning on, loops
+//!   do spin between back-to-back RPCs but not when confined to one CPU, and
+//!   nothing needs spinning on.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Spin-then-park ([`TransportConf::spin_before_park_us`]): a loop polls for
 //! work before it parks only while work keeps coming soon, so an idle or slow
-//! connection costs no CPU; and nothing depends on spinning being on.
+//! connection costs no CPU, and never on a thread confined to one CPU; and
+//! nothing depends on spinning being on.
 //!
 //! The loops' CPU time is read from `/proc/self/task/<tid>/stat` (user plus
 //! system time, in the kernel's 1/100 s clock ticks), for the loop threads
