@@ -12,8 +12,8 @@
 //! [`mark_activity`] when they get work; the spinner stops at the first
 //! activity or at the deadline, and the next idle moment decides again.
 //! Every round also yields the CPU (`sched_yield`), so a thread waiting for
-//! this core runs at once; a round that lost the CPU for longer than the
-//! budget stops the spin and pauses spinning (see [`SpinPolicy`]).
+//! this core runs at once; a yield that took longer than the budget (another
+//! thread had the CPU) stops the spin and pauses spinning (see [`SpinPolicy`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -149,7 +149,7 @@ pub(crate) async fn spinner() {
         })
         .await;
         let seen = activity();
-        let mut round = Instant::now();
+        let mut lost_cpu = false;
         loop {
             // Deferred by tokio until the IO driver has been polled without
             // blocking and what it made ready has run.
@@ -157,23 +157,35 @@ pub(crate) async fn spinner() {
             let done = STATE.with(|s| {
                 let mut s = s.borrow_mut();
                 let st = s.as_mut().expect("installed");
-                let now = Instant::now();
                 if activity() != seen {
                     end_idle(st);
                     true
-                } else if st.policy.check_round(round, now) || now >= st.deadline {
+                } else if lost_cpu || Instant::now() >= st.deadline {
                     // Lost the CPU, or nothing came in time: park this idle period.
                     st.spun_out = true;
                     true
                 } else {
-                    round = now;
                     false
                 }
             });
             if done {
                 break;
             }
+            // A yield that comes back late means another thread had this CPU
+            // that long: the policy pauses spinning, whether or not work came
+            // in meanwhile (timing the whole round, which runs the work that
+            // came, could not tell the two apart; checking for work first hid
+            // the lost CPU under contention).
+            let before = Instant::now();
             std::thread::yield_now();
+            let after = Instant::now();
+            lost_cpu = STATE.with(|s| {
+                s.borrow_mut()
+                    .as_mut()
+                    .expect("installed")
+                    .policy
+                    .check_round(before, after)
+            });
         }
     }
 }

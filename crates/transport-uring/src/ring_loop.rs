@@ -208,18 +208,21 @@ impl EventLoop {
         if let Err(e) = self.ops.submit_and_wait(0) {
             tracing::warn!(error = %e, "io_uring submit failed");
         }
-        let mut round = Instant::now();
         loop {
             if self.ops.work_ready() || self.handle.has_commands() {
                 return true;
             }
             let now = Instant::now();
-            // Lost the CPU, or nothing came in time: park.
-            if self.spin.check_round(round, now) || now >= deadline {
+            if now >= deadline {
                 return false;
             }
+            // A yield that comes back late means another thread had this CPU
+            // that long: the policy pauses spinning, whether or not work came
+            // in meanwhile (checking for work first hid it under contention).
             std::thread::yield_now();
-            round = now;
+            if self.spin.check_round(now, Instant::now()) {
+                return self.ops.work_ready() || self.handle.has_commands();
+            }
         }
     }
 

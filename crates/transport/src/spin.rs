@@ -159,9 +159,9 @@ impl SpinPolicy {
         self.average_ns = self.average_ns - self.average_ns / 4 + gap / 4;
     }
 
-    /// Checks one round of a spin (one poll for work and one yield of the
-    /// CPU) that ran from `start` to `end`. A round longer than the budget
-    /// means the thread lost its CPU: this returns `true` (stop spinning now)
+    /// Checks one yield of the CPU (`sched_yield`) of a spin, from `start` to
+    /// `end`. A yield longer than the budget means another thread had the
+    /// CPU that long: this returns `true` (stop spinning now)
     /// and pauses spinning from `end` for the current back-off: 1 ms at
     /// first, doubling with each such round up to 1 s, and 1 ms again when
     /// the last one was over 10 s before.
