@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::TransportFactory;
 use super::support::{TIMEOUT, any_local_port, recv_within, shutdown, test_conf};
-use crate::{TransportClient, TransportConf, TransportHandler};
+use crate::{Transport, TransportClient, TransportConf, TransportHandler, TransportServer};
 
 /// Spin budget of these cases: 1 ms, so that a loop spinning when it should
 /// not shows in whole clock ticks.
@@ -107,6 +107,28 @@ fn spinning_conf(budget_us: u64) -> TransportConf {
     }
 }
 
+/// A transport with spin budget `budget_us`, an echo server that notes its
+/// threads, and a client connected to it.
+struct EchoPair {
+    t: Arc<dyn Transport>,
+    echo: Arc<TidEcho>,
+    _server: Box<dyn TransportServer>,
+    client: TransportClient,
+}
+
+fn echo_pair(factory: &TransportFactory, budget_us: u64) -> EchoPair {
+    let t = factory(spinning_conf(budget_us));
+    let echo = Arc::new(TidEcho::default());
+    let server = t.bind(any_local_port(), echo.clone()).expect("bind");
+    let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
+    EchoPair {
+        t,
+        echo,
+        _server: server,
+        client,
+    }
+}
+
 fn loop_threads(server: &TidEcho, client: &Mutex<Vec<u32>>) -> Vec<u32> {
     let mut tids = server.tids.lock().unwrap().clone();
     tids.extend(client.lock().unwrap().iter().copied());
@@ -118,10 +140,12 @@ fn loop_threads(server: &TidEcho, client: &Mutex<Vec<u32>>) -> Vec<u32> {
 /// go quiet: over 400 ms with no traffic they use at most 40 ms of CPU each,
 /// where a loop that kept spinning would use all 400.
 pub fn idle_loops_stop_spinning(factory: &TransportFactory) {
-    let t = factory(spinning_conf(BUDGET_US));
-    let echo = Arc::new(TidEcho::default());
-    let server = t.bind(any_local_port(), echo.clone()).expect("bind");
-    let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
+    let EchoPair {
+        t,
+        echo,
+        _server,
+        client,
+    } = echo_pair(factory, BUDGET_US);
     let client_tids = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..2000 {
         traced_rpc(&client, &client_tids);
@@ -144,10 +168,12 @@ pub fn idle_loops_stop_spinning(factory: &TransportFactory) {
 /// CPU time the two loops use for 100 RPCs sent `apart` apart (one in
 /// flight) with the 1 ms budget, and the loops' thread ids.
 fn slow_peer_cpu(factory: &TransportFactory, apart: Duration) -> (Duration, Vec<u32>) {
-    let t = factory(spinning_conf(BUDGET_US));
-    let echo = Arc::new(TidEcho::default());
-    let server = t.bind(any_local_port(), echo.clone()).expect("bind");
-    let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
+    let EchoPair {
+        t,
+        echo,
+        _server,
+        client,
+    } = echo_pair(factory, BUDGET_US);
     let client_tids = Arc::new(Mutex::new(Vec::new()));
     traced_rpc(&client, &client_tids);
     let tids = loop_threads(&echo, &client_tids);
@@ -198,10 +224,12 @@ pub fn loops_do_not_spin_for_a_peer_3_budgets_apart(factory: &TransportFactory) 
 
 /// With `spin_before_park_us = 0` (park at once) RPCs work as with spinning on.
 pub fn rpcs_work_with_spinning_off(factory: &TransportFactory) {
-    let t = factory(spinning_conf(0));
-    let echo = Arc::new(TidEcho::default());
-    let server = t.bind(any_local_port(), echo.clone()).expect("bind");
-    let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
+    let EchoPair {
+        t,
+        echo: _,
+        _server,
+        client,
+    } = echo_pair(factory, 0);
     let tids = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..200 {
         traced_rpc(&client, &tids);
@@ -211,10 +239,12 @@ pub fn rpcs_work_with_spinning_off(factory: &TransportFactory) {
 
 /// Parks of the loops over `rpcs` back-to-back RPCs with budget `budget_us`.
 fn parks_over_back_to_back_rpcs(factory: &TransportFactory, budget_us: u64, rpcs: u64) -> (u64, Vec<u32>) {
-    let t = factory(spinning_conf(budget_us));
-    let echo = Arc::new(TidEcho::default());
-    let server = t.bind(any_local_port(), echo.clone()).expect("bind");
-    let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
+    let EchoPair {
+        t,
+        echo,
+        _server,
+        client,
+    } = echo_pair(factory, budget_us);
     let client_tids = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..20 {
         traced_rpc(&client, &client_tids);
