@@ -68,7 +68,7 @@ pub use client::{
     TransportClient,
 };
 pub use client_factory::TransportClientFactory;
-pub use conf::{ConfError, ENV_PREFIX, IoMode, KEYS as CONF_KEYS, TransportConf};
+pub use conf::{ConfError, ENV_PREFIX, IoMode, KEYS as CONF_KEYS, MAX_SPIN_BEFORE_PARK_US, TransportConf};
 pub use connection_limit::{ConnectionPermit, is_power_of_ten, log_refused_connection};
 pub use decoder::FrameDecoder;
 pub use error::{DecodeError, TransportError};
