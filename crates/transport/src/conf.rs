@@ -114,7 +114,7 @@ pub enum ConfError {
 /// | `max_queued_bytes_per_connection` | `RPC_MAX_QUEUED_BYTES_PER_CONNECTION` | 16777216 (16 MiB); 0 = unlimited | (none in Spark) |
 /// | `max_in_flight_requests_per_connection` | `RPC_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION` | 4096; 0 = unlimited | (none in Spark) |
 /// | `max_outstanding_rpcs_per_connection` | `RPC_MAX_OUTSTANDING_RPCS_PER_CONNECTION` | 0 = unlimited | (none in Spark) |
-/// | `spin_before_park_us` | `RPC_SPIN_BEFORE_PARK_US` | 100 µs; 0 = park at once; at most 1,000,000 (1 s) | (none in Netty; its loops park at once) |
+/// | `spin_before_park_us` | `RPC_SPIN_BEFORE_PARK_US` | 100 µs; 0 = park at once; at most 10,000 (10 ms) | (none in Netty; its loops park at once) |
 ///
 /// The last four bound what one peer can make a process hold; what happens
 /// at each is on its field. Defaults:
@@ -276,9 +276,11 @@ pub const KEYS: [&str; 16] = [
     "spin_before_park_us",
 ];
 
-/// Largest [`TransportConf::spin_before_park_us`]: 1 s, in µs.
-pub const MAX_SPIN_BEFORE_PARK_US: u64 = 1_000_000;
-const SPIN_ALLOWED: &str = "microseconds, a whole number from 0 to 1000000 (1 s); 0 = park at once";
+/// Largest [`TransportConf::spin_before_park_us`]: 10 ms, in µs. Spinning
+/// pays only against a park and wake-up (tens of µs); a larger value is a
+/// unit mistake (nanoseconds or milliseconds meant as µs).
+pub const MAX_SPIN_BEFORE_PARK_US: u64 = 10_000;
+const SPIN_ALLOWED: &str = "microseconds, a whole number from 0 to 10000 (10 ms); 0 = park at once";
 
 /// Prefix of the environment variables that override keys.
 pub const ENV_PREFIX: &str = "RPC_";
@@ -338,7 +340,7 @@ impl TransportConf {
     }
 
     /// Checks ranges: `connections_per_peer >= 1`, `max_frame_size >= 21`,
-    /// `connect_timeout_ms >= 1`, `spin_before_park_us <= 1,000,000` (1 s:
+    /// `connect_timeout_ms >= 1`, `spin_before_park_us <= 10,000` (10 ms:
     /// more is a unit mistake, nanoseconds or milliseconds meant as µs).
     ///
     /// # Errors
