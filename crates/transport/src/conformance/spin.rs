@@ -86,20 +86,6 @@ fn cpu_of(tids: &[u32]) -> Vec<Duration> {
     tids.iter().map(|&t| thread_cpu(t)).collect()
 }
 
-/// Sends one RPC, waits for its answer, and notes the thread its callback ran on.
-fn traced_rpc(client: &TransportClient, tids: &Arc<Mutex<Vec<u32>>>) {
-    let (tx, rx) = mpsc::channel();
-    let tids = tids.clone();
-    client
-        .send_rpc(Bytes::from_static(b"ping"), move |r| {
-            note_thread(&tids);
-            let _ = tx.send(r);
-        })
-        .unwrap_or_else(|e| panic!("send_rpc: {e}"));
-    let answer = recv_within(&rx, TIMEOUT, "an RPC's response");
-    assert_eq!(answer.expect("echo answer"), Bytes::from_static(b"ping"));
-}
-
 fn spinning_conf(budget_us: u64) -> TransportConf {
     TransportConf {
         spin_before_park_us: budget_us,
@@ -108,49 +94,66 @@ fn spinning_conf(budget_us: u64) -> TransportConf {
 }
 
 /// A transport with spin budget `budget_us`, an echo server that notes its
-/// threads, and a client connected to it.
+/// threads, and a client connected to it whose callbacks note theirs.
 struct EchoPair {
     t: Arc<dyn Transport>,
     echo: Arc<TidEcho>,
     _server: Box<dyn TransportServer>,
     client: TransportClient,
+    client_tids: Arc<Mutex<Vec<u32>>>,
 }
 
-fn echo_pair(factory: &TransportFactory, budget_us: u64) -> EchoPair {
-    let t = factory(spinning_conf(budget_us));
-    let echo = Arc::new(TidEcho::default());
-    let server = t.bind(any_local_port(), echo.clone()).expect("bind");
-    let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
-    EchoPair {
-        t,
-        echo,
-        _server: server,
-        client,
+impl EchoPair {
+    fn new(factory: &TransportFactory, budget_us: u64) -> Self {
+        let t = factory(spinning_conf(budget_us));
+        let echo = Arc::new(TidEcho::default());
+        let server = t.bind(any_local_port(), echo.clone()).expect("bind");
+        let client = t.connect(server.local_addr(), echo.clone()).expect("connect");
+        Self {
+            t,
+            echo,
+            _server: server,
+            client,
+            client_tids: Arc::new(Mutex::new(Vec::new())),
+        }
     }
-}
 
-fn loop_threads(server: &TidEcho, client: &Mutex<Vec<u32>>) -> Vec<u32> {
-    let mut tids = server.tids.lock().unwrap().clone();
-    tids.extend(client.lock().unwrap().iter().copied());
-    assert!(!tids.is_empty(), "no loop thread ran a handler or callback");
-    tids
+    /// Sends `n` RPCs one after the other, each waiting for its answer.
+    fn rpcs(&self, n: u64) {
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel();
+            let tids = self.client_tids.clone();
+            self.client
+                .send_rpc(Bytes::from_static(b"ping"), move |r| {
+                    note_thread(&tids);
+                    let _ = tx.send(r);
+                })
+                .unwrap_or_else(|e| panic!("send_rpc: {e}"));
+            let answer = recv_within(&rx, TIMEOUT, "an RPC's response");
+            assert_eq!(answer.expect("echo answer"), Bytes::from_static(b"ping"));
+        }
+    }
+
+    /// The loop threads that ran the server's handler and the client's callbacks so far.
+    fn loop_threads(&self) -> Vec<u32> {
+        let mut tids = self.echo.tids.lock().unwrap().clone();
+        tids.extend(self.client_tids.lock().unwrap().iter().copied());
+        assert!(!tids.is_empty(), "no loop thread ran a handler or callback");
+        tids
+    }
+
+    fn shutdown(self) {
+        shutdown(&self.t);
+    }
 }
 
 /// After 2,000 back-to-back RPCs (the loops spin between them), both loops
 /// go quiet: over 400 ms with no traffic they use at most 40 ms of CPU each,
 /// where a loop that kept spinning would use all 400.
 pub fn idle_loops_stop_spinning(factory: &TransportFactory) {
-    let EchoPair {
-        t,
-        echo,
-        _server,
-        client,
-    } = echo_pair(factory, BUDGET_US);
-    let client_tids = Arc::new(Mutex::new(Vec::new()));
-    for _ in 0..2000 {
-        traced_rpc(&client, &client_tids);
-    }
-    let tids = loop_threads(&echo, &client_tids);
+    let pair = EchoPair::new(factory, BUDGET_US);
+    pair.rpcs(2000);
+    let tids = pair.loop_threads();
     std::thread::sleep(Duration::from_millis(50));
     let before = cpu_of(&tids);
     std::thread::sleep(Duration::from_millis(400));
@@ -162,29 +165,23 @@ pub fn idle_loops_stop_spinning(factory: &TransportFactory) {
             "loop thread {tid} used {used:?} of CPU in 400 ms without traffic: it did not park"
         );
     }
-    shutdown(&t);
+    pair.shutdown();
 }
 
 /// CPU time the two loops use for 100 RPCs sent `apart` apart (one in
 /// flight) with the 1 ms budget, and the loops' thread ids.
 fn slow_peer_cpu(factory: &TransportFactory, apart: Duration) -> (Duration, Vec<u32>) {
-    let EchoPair {
-        t,
-        echo,
-        _server,
-        client,
-    } = echo_pair(factory, BUDGET_US);
-    let client_tids = Arc::new(Mutex::new(Vec::new()));
-    traced_rpc(&client, &client_tids);
-    let tids = loop_threads(&echo, &client_tids);
+    let pair = EchoPair::new(factory, BUDGET_US);
+    pair.rpcs(1);
+    let tids = pair.loop_threads();
     let before = cpu_of(&tids);
     for _ in 0..100 {
         std::thread::sleep(apart);
-        traced_rpc(&client, &client_tids);
+        pair.rpcs(1);
     }
     let after = cpu_of(&tids);
     let used: Duration = before.iter().zip(&after).map(|(b, a)| a.saturating_sub(*b)).sum();
-    shutdown(&t);
+    pair.shutdown();
     (used, tids)
 }
 
@@ -224,38 +221,20 @@ pub fn loops_do_not_spin_for_a_peer_3_budgets_apart(factory: &TransportFactory) 
 
 /// With `spin_before_park_us = 0` (park at once) RPCs work as with spinning on.
 pub fn rpcs_work_with_spinning_off(factory: &TransportFactory) {
-    let EchoPair {
-        t,
-        echo: _,
-        _server,
-        client,
-    } = echo_pair(factory, 0);
-    let tids = Arc::new(Mutex::new(Vec::new()));
-    for _ in 0..200 {
-        traced_rpc(&client, &tids);
-    }
-    shutdown(&t);
+    let pair = EchoPair::new(factory, 0);
+    pair.rpcs(200);
+    pair.shutdown();
 }
 
 /// Parks of the loops over `rpcs` back-to-back RPCs with budget `budget_us`.
 fn parks_over_back_to_back_rpcs(factory: &TransportFactory, budget_us: u64, rpcs: u64) -> (u64, Vec<u32>) {
-    let EchoPair {
-        t,
-        echo,
-        _server,
-        client,
-    } = echo_pair(factory, budget_us);
-    let client_tids = Arc::new(Mutex::new(Vec::new()));
-    for _ in 0..20 {
-        traced_rpc(&client, &client_tids);
-    }
-    let tids = loop_threads(&echo, &client_tids);
+    let pair = EchoPair::new(factory, budget_us);
+    pair.rpcs(20);
+    let tids = pair.loop_threads();
     let before = blocks_of(&tids);
-    for _ in 0..rpcs {
-        traced_rpc(&client, &client_tids);
-    }
+    pair.rpcs(rpcs);
     let parks = blocks_of(&tids) - before;
-    shutdown(&t);
+    pair.shutdown();
     (parks, tids)
 }
 
