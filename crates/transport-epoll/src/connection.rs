@@ -27,7 +27,6 @@
 //!   calls `channel_inactive`, exactly once.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -386,9 +385,9 @@ async fn write_loop(
             // across the await they would make every connection's writer
             // future IOV_PER_WRITE * 16 bytes larger, idle or not.
             let write = std::future::poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); IOV_PER_WRITE];
-                let n = queue.io_slices(&mut slices);
-                std::pin::Pin::new(&mut wr).poll_write_vectored(cx, &slices[..n])
+                queue.with_io_slices(IOV_PER_WRITE, |slices| {
+                    std::pin::Pin::new(&mut wr).poll_write_vectored(cx, slices)
+                })
             });
             match write.await {
                 Ok(0) => {

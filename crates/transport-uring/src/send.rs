@@ -7,8 +7,6 @@
 //! entry when submitted and handed back with the completion, or, for a
 //! zero-copy send, with the buffer notification that follows it.
 
-use std::io::IoSlice;
-
 use io_uring::opcode;
 use transport::{MAX_IOV, TransportError, WriteQueue};
 
@@ -63,14 +61,16 @@ impl SendBatch {
     /// the batch has at least `zc_threshold` bytes (0 disables zero copy).
     pub(crate) fn new(queue: WriteQueue, zc_threshold: usize, scratch: Option<SendScratch>) -> Self {
         let mut scratch = scratch.unwrap_or_else(SendScratch::new);
-        let mut slices = [IoSlice::new(&[]); IOV_PER_SEND];
-        let n = queue.io_slices(&mut slices);
-        let zero_copy = zc_threshold > 0 && slices[..n].iter().any(|s| s.len() >= zc_threshold);
+        // Straight from the queue into the kept `iovec`s: no stack array of
+        // IOV_PER_SEND slices to zero first (16 KiB of stores per send).
         scratch.iov.clear();
-        scratch.iov.extend(slices[..n].iter().map(|s| libc::iovec {
-            iov_base: s.as_ptr() as *mut libc::c_void,
-            iov_len: s.len(),
-        }));
+        scratch
+            .iov
+            .extend(queue.slices().take(IOV_PER_SEND).map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            }));
+        let zero_copy = zc_threshold > 0 && scratch.iov.iter().any(|v| v.iov_len >= zc_threshold);
         // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
         *scratch.msg = unsafe { std::mem::zeroed() };
         scratch.msg.msg_iov = scratch.iov.as_mut_ptr();

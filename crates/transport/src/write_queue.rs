@@ -59,26 +59,55 @@ impl WriteQueue {
         self.bytes
     }
 
+    /// The unwritten bytes as byte slices, in order: each frame's header and
+    /// body (the first one starting at the write cursor), empty ones skipped.
+    /// A backend that keeps its own `iovec` array fills it from this without
+    /// first zeroing a [`MAX_IOV`]-slice array (16 KiB of stores per write).
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut skip = self.offset;
+        self.frames
+            .iter()
+            .flat_map(|f| [f.header(), &f.body()[..]])
+            .filter_map(move |part| {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    return None;
+                }
+                let rest = &part[skip..];
+                skip = 0;
+                Some(rest)
+            })
+    }
+
     /// Fills `out` with slices over the unwritten bytes, in order, and returns
     /// how many it filled (at most `out.len()`; empty bodies are skipped).
     pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        let mut skip = self.offset;
-        for f in &self.frames {
-            for part in [f.header(), &f.body()[..]] {
-                if n == out.len() {
-                    return n;
-                }
-                if skip >= part.len() {
-                    skip -= part.len();
-                    continue;
-                }
-                out[n] = IoSlice::new(&part[skip..]);
-                skip = 0;
-                n += 1;
-            }
+        for (slot, part) in out.iter_mut().zip(self.slices()) {
+            *slot = IoSlice::new(part);
+            n += 1;
         }
         n
+    }
+
+    /// Calls `f` with [`IoSlice`]s over the unwritten bytes (at most
+    /// `max_slices` of them, which is capped at [`MAX_IOV`]), built in an array
+    /// on the stack sized for the queue: 16 slices when the queue holds up to
+    /// 8 frames, as an RPC's answer or a few requests do, else [`MAX_IOV`].
+    /// Building the slices costs what the queue holds, not the 16 KiB of a
+    /// [`MAX_IOV`] array for every vectored write.
+    pub fn with_io_slices<R>(&self, max_slices: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        const SMALL: usize = 16;
+        let max = max_slices.min(MAX_IOV);
+        if self.frames.len() * 2 <= SMALL || max <= SMALL {
+            let mut slices = [IoSlice::new(&[]); SMALL];
+            let n = self.io_slices(&mut slices[..max.min(SMALL)]);
+            f(&slices[..n])
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.io_slices(&mut slices[..max]);
+            f(&slices[..n])
+        }
     }
 
     /// Records that the first `written` unwritten bytes went out; drops frames
@@ -154,6 +183,35 @@ mod tests {
         assert!(!body.is_unique());
         q.advance(50);
         assert!(body.is_unique());
+    }
+
+    #[test]
+    fn with_io_slices_covers_small_and_large_queues() {
+        for frames in [1usize, 8, 9, 600] {
+            let mut q = WriteQueue::new();
+            let mut expect = Vec::new();
+            for i in 0..frames {
+                let f = EncodedFrame::rpc_request(i as i64, Bytes::from(vec![i as u8; 3])).unwrap();
+                expect.extend_from_slice(f.header());
+                expect.extend_from_slice(f.body());
+                q.push(f);
+            }
+            q.advance(5);
+            // Up to 1024 slices (two per frame); 600 frames need 1200.
+            let (n, bytes) = q.with_io_slices(usize::MAX, |s| {
+                (
+                    s.len(),
+                    s.iter().flat_map(|s| s.iter().copied()).collect::<Vec<u8>>(),
+                )
+            });
+            assert_eq!(n, (frames * 2).min(MAX_IOV), "{frames} frames");
+            assert_eq!(bytes[..], expect[5..5 + bytes.len()], "{frames} frames");
+            if frames * 2 <= MAX_IOV {
+                assert_eq!(bytes.len(), expect.len() - 5);
+            }
+            assert_eq!(q.with_io_slices(3, |s| s.len()), (frames * 2).min(3));
+            assert_eq!(q.slices().count(), frames * 2);
+        }
     }
 
     #[test]
