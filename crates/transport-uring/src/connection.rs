@@ -7,7 +7,12 @@
 //!   re-arms it; the bytes wait in the socket, so none is lost or reordered.
 //!   When a frame is still missing at least `direct_read_min` bytes, the
 //!   multishot recv is cancelled and plain recvs go straight into that frame's
-//!   own buffer until it is complete.
+//!   own buffer until it is complete. After such a frame the connection's
+//!   next recv is a single-shot one into one provided buffer: a multishot
+//!   recv would fill up to 32 buffers with the next large frame's body (the
+//!   kernel's retries per wake-up) before its cancellation lands, each a
+//!   copy the direct read avoids. A frame that then turns out small goes
+//!   back to multishot.
 //! - **Limits**: [`EventLoop::arm_recv`] does not arm a recv while the
 //!   client says to pause reading ([`TransportClient::should_pause_reading`]:
 //!   too many bytes queued to write, or too many requests unanswered), and a
@@ -75,6 +80,9 @@ pub(crate) struct Connection {
     pub(crate) queue: Option<WriteQueue>,
     /// The recv in flight, and whether it is a direct one.
     recv: Option<(usize, bool)>,
+    /// The last frame was large enough to be read directly: the next recv
+    /// takes one provided buffer (single shot), not a multishot run of them.
+    large_frames: bool,
     /// A multishot recv is being cancelled: to switch to direct reads, or to
     /// pause reading.
     cancelling: bool,
@@ -168,6 +176,7 @@ impl EventLoop {
             decoder: FrameDecoder::new(conf.max_frame_size, p.pool),
             queue: Some(WriteQueue::new()),
             recv: None,
+            large_frames: false,
             cancelling: false,
             read_paused: false,
             held: VecDeque::new(),
@@ -223,6 +232,7 @@ impl EventLoop {
         conn.cancelling = false;
         let direct = conn.decoder.pending_bytes() >= direct_min;
         let op = if direct {
+            conn.large_frames = true;
             let buf = conn.decoder.direct_read_buf().unwrap_or_default();
             // MSG_WAITALL: one completion for the rest of the frame, not one per segment.
             let (ptr, len) = (buf.as_mut_ptr(), buf.len().min(1 << 30) as u32);
@@ -234,6 +244,18 @@ impl EventLoop {
             // kept in the slab until this recv's CQE (close waits for `recv` to
             // clear), and its decoder is not fed while a recv is in flight.
             unsafe { self.ops.start(sqe, Op::RecvDirect(key)) }
+        } else if conn.large_frames {
+            // One provided buffer's worth: the header of the next frame, and
+            // the start of its body, which then goes direct if it is large.
+            let len = u32::try_from(self.conf.uring.buf_size).unwrap_or(u32::MAX);
+            let sqe = on_socket!(conn, |fd| opcode::Recv::new(fd, std::ptr::null_mut(), len)
+                .buf_group(bgid)
+                .build()
+                .flags(io_uring::squeue::Flags::BUFFER_SELECT));
+            // SAFETY: no pointer: the kernel picks the buffer from the
+            // provided-buffer ring, whose memory the loop keeps registered
+            // until it ends.
+            unsafe { self.ops.start(sqe, Op::Recv(key)) }
         } else {
             let sqe = on_socket!(conn, |fd| opcode::RecvMulti::new(fd, bgid).build());
             // SAFETY: no pointer: the kernel picks buffers from the provided-buffer
@@ -314,6 +336,11 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(conn_key) else {
             return;
         };
+        if !direct && conn.large_frames && c.result > 0 {
+            // A recv into a provided buffer after a large frame: stay on single
+            // shots only while the frame it began is large too.
+            conn.large_frames = conn.decoder.pending_bytes() >= direct_min;
+        }
         match outcome {
             Ok(()) => match conn.recv {
                 None => self.mark_dirty(conn_key),
