@@ -64,12 +64,12 @@ impl SendBatch {
         // Straight from the queue into the kept `iovec`s: no stack array of
         // IOV_PER_SEND slices to zero first (16 KiB of stores per send).
         scratch.iov.clear();
-        scratch
-            .iov
-            .extend(queue.slices().take(IOV_PER_SEND).map(|s| libc::iovec {
+        queue.for_each_slice(IOV_PER_SEND, |s| {
+            scratch.iov.push(libc::iovec {
                 iov_base: s.as_ptr() as *mut libc::c_void,
                 iov_len: s.len(),
-            }));
+            })
+        });
         let zero_copy = zc_threshold > 0 && scratch.iov.iter().any(|v| v.iov_len >= zc_threshold);
         // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
         *scratch.msg = unsafe { std::mem::zeroed() };

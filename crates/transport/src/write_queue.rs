@@ -59,35 +59,40 @@ impl WriteQueue {
         self.bytes
     }
 
-    /// The unwritten bytes as byte slices, in order: each frame's header and
-    /// body (the first one starting at the write cursor), empty ones skipped.
-    /// A backend that keeps its own `iovec` array fills it from this without
-    /// first zeroing a [`MAX_IOV`]-slice array (16 KiB of stores per write).
-    pub fn slices(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    /// Calls `f` with each of the first `max` slices of unwritten bytes, in
+    /// order: each frame's header and body (the first one from the write
+    /// cursor on), empty ones skipped. Returns how many it passed. A backend
+    /// that keeps its own `iovec` array fills it with this, without first
+    /// zeroing a [`MAX_IOV`]-slice array (16 KiB of stores per write).
+    pub fn for_each_slice<'a>(&'a self, max: usize, mut f: impl FnMut(&'a [u8])) -> usize {
+        let mut n = 0;
         let mut skip = self.offset;
-        self.frames
-            .iter()
-            .flat_map(|f| [f.header(), &f.body()[..]])
-            .filter_map(move |part| {
+        for frame in &self.frames {
+            for part in [frame.header(), &frame.body()[..]] {
+                if n == max {
+                    return n;
+                }
                 if skip >= part.len() {
                     skip -= part.len();
-                    return None;
+                    continue;
                 }
-                let rest = &part[skip..];
+                f(&part[skip..]);
                 skip = 0;
-                Some(rest)
-            })
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Fills `out` with slices over the unwritten bytes, in order, and returns
     /// how many it filled (at most `out.len()`; empty bodies are skipped).
     pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (slot, part) in out.iter_mut().zip(self.slices()) {
-            *slot = IoSlice::new(part);
-            n += 1;
-        }
-        n
+        let mut slots = out.iter_mut();
+        self.for_each_slice(slots.len(), |part| {
+            if let Some(slot) = slots.next() {
+                *slot = IoSlice::new(part);
+            }
+        })
     }
 
     /// Calls `f` with [`IoSlice`]s over the unwritten bytes (at most
@@ -210,7 +215,7 @@ mod tests {
                 assert_eq!(bytes.len(), expect.len() - 5);
             }
             assert_eq!(q.with_io_slices(3, |s| s.len()), (frames * 2).min(3));
-            assert_eq!(q.slices().count(), frames * 2);
+            assert_eq!(q.for_each_slice(usize::MAX, |_| {}), frames * 2);
         }
     }
 
