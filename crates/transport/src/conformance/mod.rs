@@ -73,8 +73,8 @@ pub use rpc::{
 };
 pub use spin::{
     idle_loops_stop_spinning, loops_confined_to_one_cpu_do_not_spin,
-    loops_do_not_spin_for_a_peer_3_budgets_apart, loops_do_not_spin_for_a_slow_peer,
-    loops_spin_between_back_to_back_rpcs, rpcs_work_with_spinning_off,
+    loops_do_not_spin_for_a_peer_1_5_budgets_apart, loops_do_not_spin_for_a_peer_3_budgets_apart,
+    loops_do_not_spin_for_a_slow_peer, loops_spin_between_back_to_back_rpcs, rpcs_work_with_spinning_off,
 };
 
 /// Builds a fresh backend from a configuration. Every case calls it at least
@@ -120,6 +120,7 @@ macro_rules! conformance_suite {
             idle_loops_stop_spinning,
             loops_do_not_spin_for_a_slow_peer,
             loops_do_not_spin_for_a_peer_3_budgets_apart,
+            loops_do_not_spin_for_a_peer_1_5_budgets_apart,
             rpcs_work_with_spinning_off,
             loops_spin_between_back_to_back_rpcs,
             loops_confined_to_one_cpu_do_not_spin,
