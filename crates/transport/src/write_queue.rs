@@ -97,22 +97,24 @@ impl WriteQueue {
 
     /// Calls `f` with [`IoSlice`]s over the unwritten bytes (at most
     /// `max_slices` of them, which is capped at [`MAX_IOV`]), built in an array
-    /// on the stack sized for the queue: 16 slices when the queue holds up to
-    /// 8 frames, as an RPC's answer or a few requests do, else [`MAX_IOV`].
-    /// Building the slices costs what the queue holds, not the 16 KiB of a
-    /// [`MAX_IOV`] array for every vectored write.
+    /// on the stack sized for what the queue needs: 16, 128 or [`MAX_IOV`]
+    /// slices. Building the slices costs about what the queue holds, not the
+    /// 16 KiB of zeroing a [`MAX_IOV`] array for every vectored write.
     pub fn with_io_slices<R>(&self, max_slices: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
-        const SMALL: usize = 16;
-        let max = max_slices.min(MAX_IOV);
-        if self.frames.len() * 2 <= SMALL || max <= SMALL {
-            let mut slices = [IoSlice::new(&[]); SMALL];
-            let n = self.io_slices(&mut slices[..max.min(SMALL)]);
-            f(&slices[..n])
+        let need = self.frames.len().saturating_mul(2).min(max_slices).min(MAX_IOV);
+        if need <= 16 {
+            self.with_io_slice_array::<16, R>(need, f)
+        } else if need <= 128 {
+            self.with_io_slice_array::<128, R>(need, f)
         } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.io_slices(&mut slices[..max]);
-            f(&slices[..n])
+            self.with_io_slice_array::<MAX_IOV, R>(need, f)
         }
+    }
+
+    fn with_io_slice_array<const N: usize, R>(&self, max: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        let mut slices = [IoSlice::new(&[]); N];
+        let n = self.io_slices(&mut slices[..max.min(N)]);
+        f(&slices[..n])
     }
 
     /// Records that the first `written` unwritten bytes went out; drops frames
@@ -192,7 +194,7 @@ mod tests {
 
     #[test]
     fn with_io_slices_covers_small_and_large_queues() {
-        for frames in [1usize, 8, 9, 600] {
+        for frames in [1usize, 8, 9, 64, 65, 600] {
             let mut q = WriteQueue::new();
             let mut expect = Vec::new();
             for i in 0..frames {
