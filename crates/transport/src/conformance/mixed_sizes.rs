@@ -16,7 +16,7 @@ use super::support::{
     Event, Probe, TIMEOUT, first_difference, pattern, raw_connect, recv_within, serve, shutdown, test_conf,
     wire,
 };
-use crate::EncodedFrame;
+use crate::{EncodedFrame, TransportConf};
 
 /// Body sizes (bytes) of the frames the peer sends, in order: 1 MiB frames
 /// and tiny ones in turn, empty ones, sizes around 64 KiB (the io_uring
@@ -50,14 +50,20 @@ fn body(i: usize, len: usize) -> Vec<u8> {
     pattern(i as u64 + 1, len)
 }
 
-/// The wire bytes of every frame of [`SIZES`], one after another.
-fn stream() -> Vec<u8> {
+/// The wire bytes of every frame of [`SIZES`], one after another: one-way
+/// frames, or requests (id `i`) when `requests`.
+fn stream(requests: bool) -> Vec<u8> {
     SIZES
         .iter()
         .enumerate()
         .flat_map(|(i, &len)| {
-            let f = EncodedFrame::one_way(Bytes::from(body(i, len))).expect("frames fit the default limit");
-            wire(&f)
+            let b = Bytes::from(body(i, len));
+            let f = if requests {
+                EncodedFrame::rpc_request(i as i64, b)
+            } else {
+                EncodedFrame::one_way(b)
+            };
+            wire(&f.expect("frames fit the default limit"))
         })
         .collect()
 }
@@ -70,7 +76,7 @@ fn write_in_pieces(raw: &mut TcpStream, bytes: &[u8], steps: &[usize], pause: Op
         if at == bytes.len() {
             break;
         }
-        let end = (at + step).min(bytes.len());
+        let end = at.saturating_add(step).min(bytes.len());
         raw.write_all(&bytes[at..end])
             .unwrap_or_else(|e| panic!("raw peer: write of bytes {at}..{end}: {e}"));
         at = end;
@@ -109,7 +115,7 @@ pub fn mixed_frame_sizes_arrive_whole_and_in_order(factory: &TransportFactory) {
     let t = factory(test_conf());
     let (probe, events) = Probe::silent();
     let server = serve(&t, probe);
-    let bytes = stream();
+    let bytes = stream(false);
 
     let mut raw = raw_connect(server.local_addr());
     raw.write_all(&bytes).expect("raw peer: write all frames at once");
@@ -130,6 +136,62 @@ pub fn mixed_frame_sizes_arrive_whole_and_in_order(factory: &TransportFactory) {
     write_in_pieces(&mut raw, rest, &[32 << 10], Some(Duration::from_millis(1)));
     expect_all_frames(&events, "slowly");
 
+    drop(raw);
+    drop(server);
+    shutdown(&t);
+}
+
+/// The same frames as requests, with `max_in_flight_requests_per_connection`
+/// at 1 and answers sent from the case's thread as each request arrives:
+/// reading pauses after nearly every request (often with a read in flight,
+/// whose bytes the backend must hold) and resumes with each answer. Every
+/// request arrives whole and in order, written at once and in odd pieces,
+/// and the peer gets every answer.
+pub fn mixed_frame_sizes_arrive_in_order_with_reading_paused(factory: &TransportFactory) {
+    let t = factory(TransportConf {
+        max_in_flight_requests_per_connection: 1,
+        ..test_conf()
+    });
+    let (probe, events) = Probe::silent();
+    let server = serve(&t, probe);
+    let bytes = stream(true);
+    let raw = raw_connect(server.local_addr());
+    let mut reader = raw.try_clone().expect("clone the raw socket");
+    for (round, steps) in [&[usize::MAX][..], &[1, 3, 4093, 65_537, 13, 1_048_583, 2, 16_381]]
+        .into_iter()
+        .enumerate()
+    {
+        let writer = {
+            let (mut raw, bytes) = (raw.try_clone().expect("clone the raw socket"), bytes.clone());
+            thread::spawn(move || write_in_pieces(&mut raw, &bytes, steps, None))
+        };
+        for (i, &len) in SIZES.iter().enumerate() {
+            let what = format!("request {i} ({len} bytes), round {round}");
+            let (client, id, got) = loop {
+                match recv_within(&events, TIMEOUT * 2, &what) {
+                    Event::Active(_) => {}
+                    Event::Rpc(client, id, got) => break (client, id, got),
+                    other => panic!("{what}: got {} instead", other.describe()),
+                }
+            };
+            assert_eq!(id, i as i64, "{what}: requests delivered out of order");
+            if let Some(d) = first_difference(&got, &body(i, len)) {
+                panic!("{what}: wrong body ({d}): a byte was lost, repeated or reordered");
+            }
+            client
+                .send_response(id, Bytes::from(format!("ok {i}")))
+                .unwrap_or_else(|e| panic!("{what}: answer: {e}"));
+        }
+        writer.join().expect("the raw peer's writer");
+        for i in 0..SIZES.len() {
+            let want =
+                wire(&EncodedFrame::rpc_response(i as i64, Bytes::from(format!("ok {i}"))).expect("encode"));
+            let mut got = vec![0u8; want.len()];
+            std::io::Read::read_exact(&mut reader, &mut got)
+                .unwrap_or_else(|e| panic!("round {round}: reading answer {i}: {e}"));
+            assert_eq!(got, want, "round {round}: answer {i}");
+        }
+    }
     drop(raw);
     drop(server);
     shutdown(&t);

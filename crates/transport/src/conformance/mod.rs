@@ -68,7 +68,9 @@ pub use limits::{
     max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
     queued_sends_pause_reading_until_written,
 };
-pub use mixed_sizes::mixed_frame_sizes_arrive_whole_and_in_order;
+pub use mixed_sizes::{
+    mixed_frame_sizes_arrive_in_order_with_reading_paused, mixed_frame_sizes_arrive_whole_and_in_order,
+};
 pub use read_complete::read_complete_follows_each_read;
 pub use read_pause::read_pause_holds_frames_until_the_last_is_dropped;
 pub use rpc::{
@@ -102,6 +104,7 @@ macro_rules! conformance_suite {
             server_sends_to_client,
             large_frames_intact,
             mixed_frame_sizes_arrive_whole_and_in_order,
+            mixed_frame_sizes_arrive_in_order_with_reading_paused,
             channel_events_once_per_connection,
             outstanding_rpcs_fail_when_server_closes_connection,
             outstanding_rpcs_fail_when_server_closes,
