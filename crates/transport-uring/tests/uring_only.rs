@@ -416,3 +416,29 @@ fn large_frames_back_to_back_take_one_provided_buffer_each() {
     );
     t.shutdown();
 }
+
+/// `direct_read_min: 0` (read every frame in progress straight into its own
+/// buffer) still needs the provided buffers for the bytes between frames: a
+/// direct read with no frame in progress was a zero-byte recv, whose result,
+/// 0, closed every connection as if its peer had. RPCs of 0, 5 bytes, 64 KiB
+/// and 1 MiB, in turn, now go through on both ends.
+#[test]
+fn a_zero_direct_read_min_still_reads_between_frames() {
+    let t = transport(UringConf {
+        direct_read_min: 0,
+        ..UringConf::default()
+    });
+    let server = t.bind(local(), Arc::new(Recorder::default())).unwrap();
+    let client = t
+        .connect(server.local_addr(), Arc::new(Recorder::default()))
+        .unwrap();
+    for round in 0..3u8 {
+        for len in [0, 5, 64 << 10, 1 << 20] {
+            let body = Bytes::from(vec![round ^ (len as u8); len]);
+            let answer = rpc(&client, body.clone())
+                .unwrap_or_else(|e| panic!("round {round}: RPC of {len} bytes: {e}"));
+            assert_eq!(answer, body, "round {round}: echo of {len} bytes");
+        }
+    }
+    t.shutdown();
+}
