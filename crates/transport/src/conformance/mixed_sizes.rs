@@ -13,8 +13,8 @@ use bytes::Bytes;
 
 use super::TransportFactory;
 use super::support::{
-    Event, Probe, TIMEOUT, first_difference, pattern, raw_connect, recv_within, serve, shutdown, test_conf,
-    wire,
+    Event, Probe, TIMEOUT, accepted, first_difference, pattern, raw_connect, recv_within, serve, shutdown,
+    test_conf, wire,
 };
 use crate::{EncodedFrame, TransportConf};
 
@@ -191,6 +191,45 @@ pub fn mixed_frame_sizes_arrive_in_order_with_reading_paused(factory: &Transport
                 .unwrap_or_else(|e| panic!("round {round}: reading answer {i}: {e}"));
             assert_eq!(got, want, "round {round}: answer {i}");
         }
+    }
+    drop(raw);
+    drop(server);
+    shutdown(&t);
+}
+
+/// The server sends 1,200 frames of 0 to 20,000 bytes (empty bodies among
+/// them) through 4 KiB socket buffers to a raw peer that reads nothing until
+/// all are queued, then reads in 1,000-byte pieces: the writer sees more
+/// frames than one vectored write takes (512 or 1,024 slices), and short
+/// writes ending in headers and bodies alike. The peer gets every byte, in
+/// order.
+pub fn many_mixed_frames_go_out_whole_through_small_socket_buffers(factory: &TransportFactory) {
+    const FRAMES: usize = 1200;
+    const SIZES: &[usize] = &[0, 1, 13, 100, 4096, 20_000, 3];
+    let t = factory(TransportConf {
+        send_buffer_bytes: 4 << 10,
+        receive_buffer_bytes: 4 << 10,
+        ..test_conf()
+    });
+    let (probe, events) = Probe::silent();
+    let server = serve(&t, probe);
+    let mut raw = raw_connect(server.local_addr());
+    let server_side = accepted(&events, raw.local_addr().expect("raw local address"));
+    let mut want = Vec::new();
+    for i in 0..FRAMES {
+        let body = Bytes::from(body(i, SIZES[i % SIZES.len()]));
+        want.extend_from_slice(&wire(&EncodedFrame::one_way(body.clone()).expect("encode")));
+        server_side
+            .send_one_way(body)
+            .unwrap_or_else(|e| panic!("queue frame {i}: {e}"));
+    }
+    let mut got = vec![0u8; want.len()];
+    for piece in got.chunks_mut(1000) {
+        std::io::Read::read_exact(&mut raw, piece)
+            .unwrap_or_else(|e| panic!("raw peer: reading {} bytes: {e}", want.len()));
+    }
+    if let Some(d) = first_difference(&got, &want) {
+        panic!("the {FRAMES} frames arrived damaged: {d}");
     }
     drop(raw);
     drop(server);

@@ -31,7 +31,8 @@
 //!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
 //!   and `max_outstanding_rpcs_per_connection`;
 //! - [`mixed_sizes`]: 1 MiB and tiny frames in turn, written all at once,
-//!   in odd pieces and slowly, arrive whole and in order;
+//!   in odd pieces and slowly, arrive whole and in order, and 1,200 frames
+//!   of mixed sizes go out whole through small socket buffers;
 //! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`;
 //! - [`spin`]: idle and slow connections cost no CPU with spinning on, loops
 //!   do spin between back-to-back RPCs but not when confined to one CPU, and
@@ -69,6 +70,7 @@ pub use limits::{
     queued_sends_pause_reading_until_written,
 };
 pub use mixed_sizes::{
+    many_mixed_frames_go_out_whole_through_small_socket_buffers,
     mixed_frame_sizes_arrive_in_order_with_reading_paused, mixed_frame_sizes_arrive_whole_and_in_order,
 };
 pub use read_complete::read_complete_follows_each_read;
@@ -105,6 +107,7 @@ macro_rules! conformance_suite {
             large_frames_intact,
             mixed_frame_sizes_arrive_whole_and_in_order,
             mixed_frame_sizes_arrive_in_order_with_reading_paused,
+            many_mixed_frames_go_out_whole_through_small_socket_buffers,
             channel_events_once_per_connection,
             outstanding_rpcs_fail_when_server_closes_connection,
             outstanding_rpcs_fail_when_server_closes,
