@@ -22,7 +22,9 @@ pub struct UringConf {
     pub buf_size: usize,
     /// A frame still missing at least this many bytes after a recv is read
     /// with plain recvs straight into its own buffer instead of through the
-    /// provided buffers (one copy fewer for large frames). Default 64 KiB.
+    /// provided buffers (one copy fewer for large frames); 0 reads every
+    /// frame in progress so (the bytes between frames still go through the
+    /// provided buffers). Default 64 KiB.
     pub direct_read_min: usize,
     /// Send a batch with `IORING_OP_SENDMSG_ZC` (Linux 6.1) when a frame body in
     /// it has at least this many bytes; 0 never does. Zero copy pays on real

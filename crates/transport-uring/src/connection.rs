@@ -230,7 +230,7 @@ impl EventLoop {
             return;
         };
         conn.cancelling = false;
-        let direct = conn.decoder.pending_bytes() >= direct_min;
+        let direct = reads_directly(conn.decoder.pending_bytes(), direct_min);
         let op = if direct {
             conn.large_frames = true;
             let buf = conn.decoder.direct_read_buf().unwrap_or_default();
@@ -339,14 +339,14 @@ impl EventLoop {
         if !direct && conn.large_frames && c.result > 0 {
             // A recv into a provided buffer after a large frame: stay on single
             // shots only while the frame it began is large too.
-            conn.large_frames = conn.decoder.pending_bytes() >= direct_min;
+            conn.large_frames = reads_directly(conn.decoder.pending_bytes(), direct_min);
         }
         match outcome {
             Ok(()) => match conn.recv {
                 None => self.mark_dirty(conn_key),
                 Some((recv_op, false))
                     if !conn.cancelling
-                        && (conn.decoder.pending_bytes() >= direct_min
+                        && (reads_directly(conn.decoder.pending_bytes(), direct_min)
                             || conn.client.should_pause_reading()) =>
                 {
                     // Its final CQE (-ECANCELED) re-arms through `arm_recv`,
@@ -494,6 +494,15 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Whether a frame still missing `pending` bytes is read straight into its
+/// own buffer: only a frame in progress (`pending > 0`) can be, whatever
+/// `direct_read_min` says. (With `direct_read_min: 0` the loop once armed a
+/// direct read of zero bytes between frames, whose result, 0, looked like
+/// the peer closing.)
+fn reads_directly(pending: usize, direct_read_min: usize) -> bool {
+    pending > 0 && pending >= direct_read_min
 }
 
 fn unspecified() -> std::net::SocketAddr {

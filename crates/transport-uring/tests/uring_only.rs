@@ -416,3 +416,86 @@ fn large_frames_back_to_back_take_one_provided_buffer_each() {
     );
     t.shutdown();
 }
+
+/// `direct_read_min: 0` (read every frame in progress straight into its own
+/// buffer) still needs the provided buffers for the bytes between frames: a
+/// direct read with no frame in progress was a zero-byte recv, whose result,
+/// 0, closed every connection as if its peer had. RPCs of 0, 5 bytes, 64 KiB
+/// and 1 MiB, in turn, now go through on both ends.
+#[test]
+fn a_zero_direct_read_min_still_reads_between_frames() {
+    let t = transport(UringConf {
+        direct_read_min: 0,
+        ..UringConf::default()
+    });
+    let server = t.bind(local(), Arc::new(Recorder::default())).unwrap();
+    let client = t
+        .connect(server.local_addr(), Arc::new(Recorder::default()))
+        .unwrap();
+    for round in 0..3u8 {
+        for len in [0, 5, 64 << 10, 1 << 20] {
+            let body = Bytes::from(vec![round ^ (len as u8); len]);
+            let answer = rpc(&client, body.clone())
+                .unwrap_or_else(|e| panic!("round {round}: RPC of {len} bytes: {e}"));
+            assert_eq!(answer, body, "round {round}: echo of {len} bytes");
+        }
+    }
+    t.shutdown();
+}
+
+/// A 2-buffer ring of 512 B buffers with `direct_read_min` at 1 KiB, and 16
+/// connections each sending 4 KiB and 10-byte frames in turn: every 4 KiB
+/// frame is finished by a direct read and followed by a single-shot recv,
+/// which the dry ring often answers with `ENOBUFS`. Every byte still
+/// arrives, in order.
+#[test]
+fn single_shot_recvs_on_a_dry_ring_lose_nothing() {
+    let t = transport(UringConf {
+        buf_ring_entries: 2,
+        buf_size: 512,
+        direct_read_min: 1 << 10,
+        ..UringConf::default()
+    });
+    let server_side = Arc::new(Recorder::default());
+    let server = t.bind(local(), server_side.clone()).unwrap();
+    const CONNS: usize = 16;
+    const MSGS: usize = 200;
+    let len = |m: usize| if m.is_multiple_of(2) { 4 << 10 } else { 10 };
+    let byte = |c: usize, m: usize, i: usize| (c * 31 + m * 7 + i) as u8;
+    let threads: Vec<_> = (0..CONNS)
+        .map(|c| {
+            let client = t
+                .connect(server.local_addr(), Arc::new(Recorder::default()))
+                .unwrap();
+            std::thread::spawn(move || {
+                // The first byte names the sender.
+                client.send_one_way(Bytes::from(vec![c as u8])).unwrap();
+                for m in 0..MSGS {
+                    let body: Vec<u8> = (0..len(m)).map(|i| byte(c, m, i)).collect();
+                    client.send_one_way(Bytes::from(body)).unwrap();
+                }
+                client
+            })
+        })
+        .collect();
+    let per_conn = 1 + (0..MSGS).map(len).sum::<usize>();
+    let _clients: Vec<_> = threads.into_iter().map(|th| th.join().unwrap()).collect();
+    wait_until("every byte arrived", || {
+        server_side.received.load(Ordering::SeqCst) >= CONNS * per_conn
+    });
+    let map = server_side.one_way.lock().unwrap();
+    assert_eq!(map.len(), CONNS);
+    for bytes in map.values() {
+        assert_eq!(bytes.len(), per_conn, "a connection lost or gained bytes");
+        let c = bytes[0] as usize;
+        let mut at = 1;
+        for m in 0..MSGS {
+            for i in 0..len(m) {
+                assert_eq!(bytes[at], byte(c, m, i), "connection {c}, message {m}, byte {i}");
+                at += 1;
+            }
+        }
+    }
+    drop(map);
+    t.shutdown();
+}

@@ -62,8 +62,12 @@ const AFFINITY_EVERY: Duration = Duration::from_millis(100);
 /// ended within the budget (weight 1/4 for each new gap; it starts at 1, so a
 /// new loop spins). [`spin_for`](Self::spin_for) is the budget while that
 /// share is at least 3/4 and no back-off is running, zero otherwise: a
-/// steady stream of short gaps spins, one long gap among them stops one or
-/// two spins, short and long gaps in turn (or one long in three) never spin.
+/// steady stream of short gaps spins (one long gap among them leaves the
+/// share at exactly 3/4 and stops no spin; two in a row stop two), short
+/// and long gaps in turn never spin. A rhythm of two short gaps and one
+/// long one spins in one idle period in three, and that is always the long
+/// one: the share peaks after the most short gaps in a row, which is just
+/// before the long gap of any such rhythm.
 /// After a long quiet spell, five short gaps in a row resume spinning. A
 /// budget of zero never spins.
 ///
@@ -303,6 +307,48 @@ mod tests {
         // Mostly short gaps still spin most of the time.
         assert!(spins_in(&[true, true, true, true, true, true, true, false]) >= 80);
         assert_eq!(spins_in(&[true]), 100);
+    }
+
+    /// Which of the idle periods after `pattern` has settled spin (`true`),
+    /// paired with whether that period is short, over 30 periods.
+    fn spin_periods(pattern: &[bool]) -> Vec<(bool, bool)> {
+        let mut p = SpinPolicy::new(Duration::from_micros(100));
+        let gap = |short: bool| Duration::from_micros(if short { 10 } else { 120 });
+        for i in 0..100 {
+            p.record_idle_gap(gap(pattern[i % pattern.len()]));
+        }
+        // The decision after gap `i` is for idle period `i + 1`.
+        (100..130)
+            .map(|i| {
+                let spins = p.spin_for(t0()) > Duration::ZERO;
+                p.record_idle_gap(gap(pattern[i % pattern.len()]));
+                (spins, pattern[i % pattern.len()])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_long_gap_among_short_ones_stops_no_spin() {
+        let mut p = SpinPolicy::new(BUDGET);
+        for _ in 0..100 {
+            p.record_idle_gap(Duration::from_micros(5));
+        }
+        p.record_idle_gap(Duration::from_secs(1));
+        assert_eq!(p.spin_for(t0()), BUDGET);
+        p.record_idle_gap(Duration::from_secs(1));
+        assert_eq!(p.spin_for(t0()), Duration::ZERO);
+    }
+
+    #[test]
+    fn two_short_gaps_and_a_long_one_spin_only_in_the_long_one() {
+        let periods = spin_periods(&[true, true, false]);
+        let spun: Vec<bool> = periods
+            .iter()
+            .filter(|(spins, _)| *spins)
+            .map(|(_, short)| *short)
+            .collect();
+        assert_eq!(spun.len(), 10, "{periods:?}");
+        assert!(spun.iter().all(|short| !short), "{periods:?}");
     }
 
     #[test]

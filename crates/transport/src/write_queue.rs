@@ -229,4 +229,89 @@ mod tests {
         let mut slices = [IoSlice::new(&[]); 8];
         assert_eq!(q.io_slices(&mut slices), 2);
     }
+
+    /// One step against a byte-string model of the queue.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Push a request frame with a body of this many bytes.
+        Push(usize),
+        /// Push this many frames with empty bodies.
+        PushEmpty(usize),
+        /// Build at most this many slices and write this share (per mille)
+        /// of their bytes, as a short `writev` would.
+        Write { max_slices: usize, per_mille: usize },
+    }
+
+    /// Pushes a request frame (id `seq`, `body_len` bytes of `seq`) on both.
+    fn push(q: &mut WriteQueue, model: &mut Vec<u8>, seq: u8, body_len: usize) {
+        let f = EncodedFrame::rpc_request(seq.into(), Bytes::from(vec![seq; body_len])).unwrap();
+        model.extend_from_slice(f.header());
+        model.extend_from_slice(f.body());
+        q.push(f);
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..300).prop_map(Step::Push),
+            (1usize..700).prop_map(Step::PushEmpty),
+            (0usize..1100, 0usize..=1000).prop_map(|(max_slices, per_mille)| Step::Write {
+                max_slices,
+                per_mille
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the frames, slice caps and short writes, the slices
+        /// (from `for_each_slice`, `io_slices` and `with_io_slices` alike)
+        /// start at the first unwritten byte and follow the unwritten bytes
+        /// in order, and the counts agree with the model.
+        #[test]
+        fn slices_follow_a_byte_model(steps in proptest::collection::vec(step(), 1..40)) {
+            let mut q = WriteQueue::new();
+            let mut model: Vec<u8> = Vec::new();
+            let mut seq = 0u8;
+            for s in steps {
+                match s {
+                    Step::Push(body_len) => {
+                        seq = seq.wrapping_add(1);
+                        push(&mut q, &mut model, seq, body_len);
+                    }
+                    Step::PushEmpty(count) => {
+                        for _ in 0..count {
+                            seq = seq.wrapping_add(1);
+                            push(&mut q, &mut model, seq, 0);
+                        }
+                    }
+                    Step::Write { max_slices, per_mille } => {
+                        let mut each = Vec::new();
+                        let n = q.for_each_slice(max_slices, |p| each.push(p.to_vec()));
+                        proptest::prop_assert_eq!(n, each.len());
+                        proptest::prop_assert!(n <= max_slices);
+                        proptest::prop_assert!(each.iter().all(|p| !p.is_empty()), "an empty slice");
+                        let flat: Vec<u8> = each.concat();
+                        proptest::prop_assert_eq!(&flat[..], &model[..flat.len()]);
+                        // The other two views give the same bytes (up to MAX_IOV slices).
+                        let capped = max_slices.min(MAX_IOV);
+                        let via_with = q.with_io_slices(max_slices, |sl| {
+                            sl.iter().flat_map(|s| s.iter().copied()).collect::<Vec<u8>>()
+                        });
+                        let want: Vec<u8> = each[..n.min(capped)].concat();
+                        proptest::prop_assert_eq!(&via_with, &want);
+                        proptest::prop_assert_eq!(collect(&q, capped), want);
+                        // Fewer slices than the cap: they cover the whole queue.
+                        if n < max_slices {
+                            proptest::prop_assert_eq!(flat.len(), model.len());
+                        }
+                        let written = flat.len() * per_mille / 1000;
+                        q.advance(written);
+                        model.drain(..written);
+                    }
+                }
+                proptest::prop_assert_eq!(q.remaining_bytes(), model.len());
+                proptest::prop_assert_eq!(q.is_empty(), model.is_empty());
+            }
+        }
+    }
 }

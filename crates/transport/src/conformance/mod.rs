@@ -30,6 +30,9 @@
 //! - [`limits`]: `max_connections`, a peer that never reads its answers
 //!   (`max_queued_bytes_per_connection`), `max_in_flight_requests_per_connection`
 //!   and `max_outstanding_rpcs_per_connection`;
+//! - [`mixed_sizes`]: 1 MiB and tiny frames in turn, written all at once,
+//!   in odd pieces and slowly, arrive whole and in order, and 1,200 frames
+//!   of mixed sizes go out whole through small socket buffers;
 //! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`;
 //! - [`spin`]: idle and slow connections cost no CPU with spinning on, loops
 //!   do spin between back-to-back RPCs but not when confined to one CPU, and
@@ -45,6 +48,7 @@ pub mod auth;
 pub mod faults;
 pub mod lifecycle;
 pub mod limits;
+pub mod mixed_sizes;
 pub mod read_complete;
 pub mod read_pause;
 pub mod rpc;
@@ -64,6 +68,10 @@ pub use limits::{
     client_refuses_rpcs_past_the_outstanding_limit, in_flight_limit_pauses_reading_until_answers,
     max_connections_closes_the_extra_ones, peer_that_never_reads_is_paused_not_buffered,
     queued_sends_pause_reading_until_written,
+};
+pub use mixed_sizes::{
+    many_mixed_frames_go_out_whole_through_small_socket_buffers,
+    mixed_frame_sizes_arrive_in_order_with_reading_paused, mixed_frame_sizes_arrive_whole_and_in_order,
 };
 pub use read_complete::read_complete_follows_each_read;
 pub use read_pause::read_pause_holds_frames_until_the_last_is_dropped;
@@ -97,6 +105,9 @@ macro_rules! conformance_suite {
             many_connections_concurrently,
             server_sends_to_client,
             large_frames_intact,
+            mixed_frame_sizes_arrive_whole_and_in_order,
+            mixed_frame_sizes_arrive_in_order_with_reading_paused,
+            many_mixed_frames_go_out_whole_through_small_socket_buffers,
             channel_events_once_per_connection,
             outstanding_rpcs_fail_when_server_closes_connection,
             outstanding_rpcs_fail_when_server_closes,
