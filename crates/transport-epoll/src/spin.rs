@@ -256,8 +256,8 @@ mod tests {
         wait_confined(&group, true, "a loop pinned to one CPU does not see it");
         on_loop(&group, || {
             STATE.with(|s| {
-                let s = s.borrow();
-                let st = s.as_ref().expect("installed");
+                let mut s = s.borrow_mut();
+                let st = s.as_mut().expect("installed");
                 assert_eq!(
                     st.policy.spin_for(Instant::now()),
                     Duration::ZERO,

@@ -30,6 +30,14 @@
 //! and turns spinning off for a while: 1 ms, doubling at each such round up
 //! to 1 s, and back to 1 ms only after 10 s without one.
 //!
+//! A parked loop measures its gaps with the wake-up in them (about 30 µs
+//! here), so a loop whose budget is not much longer than a wake-up could
+//! stop spinning for good: every gap it sees while parked looks long. So a
+//! loop that has not spun for 100 ms spins once (a probe); a probe that
+//! finds work within the budget lifts the share to 3/4, and the loop spins
+//! again until its gaps say otherwise. A probe costs at most one budget per
+//! 100 ms; an idle loop, which has no new idle periods, makes none.
+//!
 //! A thread that may run on one CPU only never spins: whatever it waits for
 //! needs that same CPU. Pinned to one CPU with its peers, a spinning loop
 //! cost 5–9% of the requests at one in flight, and 27% with a MessageLoop
@@ -53,6 +61,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Time without a preempted spin after which the back-off starts over at
 /// [`FIRST_BACKOFF`].
 const QUIET_RESET: Duration = Duration::from_secs(10);
+/// While a loop does not spin because too few gaps were short, it spins
+/// once this long after it last spun, to measure a gap without a wake-up in it.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How often a loop should re-read its thread's CPU affinity.
 const AFFINITY_EVERY: Duration = Duration::from_millis(100);
 
@@ -93,7 +104,11 @@ const AFFINITY_EVERY: Duration = Duration::from_millis(100);
 /// for _ in 0..2 {
 ///     policy.record_idle_gap(Duration::from_millis(10));
 /// }
-/// assert_eq!(policy.spin_for(round_end + Duration::from_secs(1)), Duration::ZERO);
+/// let quiet = round_end + Duration::from_millis(2);
+/// assert_eq!(policy.spin_for(quiet), Duration::ZERO);
+/// // 100 ms after it last spun, it spins once to measure a gap (a probe).
+/// let probe = quiet + Duration::from_millis(100);
+/// assert_eq!(policy.spin_for(probe), Duration::from_micros(100));
 /// ```
 #[derive(Debug, Clone)]
 pub struct SpinPolicy {
@@ -110,6 +125,11 @@ pub struct SpinPolicy {
     one_cpu: bool,
     /// When the loop last reported its CPU affinity.
     affinity_at: Option<Instant>,
+    /// When [`spin_for`](Self::spin_for) last said to spin (or first said
+    /// not to): the next probe is due [`PROBE_EVERY`] later.
+    last_spin_at: Option<Instant>,
+    /// The current idle period spins as a probe; its gap is not yet recorded.
+    probing: bool,
 }
 
 impl SpinPolicy {
@@ -124,6 +144,8 @@ impl SpinPolicy {
             backoff: FIRST_BACKOFF,
             one_cpu: false,
             affinity_at: None,
+            last_spin_at: None,
+            probing: false,
         }
     }
 
@@ -135,13 +157,31 @@ impl SpinPolicy {
     /// How long to poll before parking at `now`: the budget while at least
     /// 3/4 of recent idle gaps (moving share) ended within it, no back-off
     /// runs and the thread may use more than one CPU; zero otherwise (and
-    /// always for a zero budget).
-    pub fn spin_for(&self, now: Instant) -> Duration {
+    /// always for a zero budget). When the share alone stops spinning, the
+    /// first call 100 ms after the loop last spun returns the budget as a
+    /// probe, and so does every call until the next
+    /// [`record_idle_gap`](Self::record_idle_gap). Call it when the loop runs
+    /// out of work (more than once per idle period is fine).
+    pub fn spin_for(&mut self, now: Instant) -> Duration {
         let paused = self.paused_until.is_some_and(|until| now < until);
-        if self.budget_ns > 0 && self.share_within >= SPIN_SHARE && !paused && !self.one_cpu {
-            self.budget
-        } else {
-            Duration::ZERO
+        if self.budget_ns == 0 || paused || self.one_cpu {
+            return Duration::ZERO;
+        }
+        if self.probing || self.share_within >= SPIN_SHARE {
+            self.last_spin_at = Some(now);
+            return self.budget;
+        }
+        match self.last_spin_at {
+            Some(at) if now.saturating_duration_since(at) >= PROBE_EVERY => {
+                self.probing = true;
+                self.last_spin_at = Some(now);
+                self.budget
+            }
+            Some(_) => Duration::ZERO,
+            None => {
+                self.last_spin_at = Some(now);
+                Duration::ZERO
+            }
         }
     }
 
@@ -177,6 +217,12 @@ impl SpinPolicy {
             return;
         }
         let within = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX) < self.budget_ns;
+        if std::mem::take(&mut self.probing) && within {
+            // A gap measured spinning, with no wake-up in it, was short:
+            // spin again, until the gaps say otherwise.
+            self.share_within = self.share_within.max(SPIN_SHARE);
+            return;
+        }
         // share += (within - share) / 4, in fixed point.
         self.share_within =
             self.share_within - self.share_within / 4 + if within { SHARE_ONE / 4 } else { 0 };
@@ -349,6 +395,41 @@ mod tests {
             .collect();
         assert_eq!(spun.len(), 10, "{periods:?}");
         assert!(spun.iter().all(|short| !short), "{periods:?}");
+    }
+
+    #[test]
+    fn a_probe_lets_a_loop_resume_when_parked_gaps_look_long() {
+        // A 20 µs budget, and parked gaps of 50 µs: 10 µs of work apart plus
+        // a 40 µs wake-up. Under the share rule alone it never spun again.
+        let budget = Duration::from_micros(20);
+        let mut p = SpinPolicy::new(budget);
+        let now = t0();
+        assert_eq!(p.spin_for(now), budget);
+        for _ in 0..10 {
+            p.record_idle_gap(Duration::from_micros(50));
+        }
+        assert_eq!(p.spin_for(now), Duration::ZERO);
+        assert_eq!(p.spin_for(now + Duration::from_millis(99)), Duration::ZERO);
+        // 100 ms after the last spin: a probe, for the whole idle period.
+        let probe = now + Duration::from_millis(100);
+        assert_eq!(p.spin_for(probe), budget);
+        assert_eq!(p.spin_for(probe + Duration::from_micros(5)), budget);
+        // Spinning, the gap is the 10 µs it really is: spinning resumes.
+        p.record_idle_gap(Duration::from_micros(10));
+        assert_eq!(p.spin_for(probe + Duration::from_micros(20)), budget);
+        p.record_idle_gap(Duration::from_micros(10));
+        assert_eq!(p.spin_for(probe + Duration::from_micros(40)), budget);
+        // A probe that finds a long gap changes nothing until the next one.
+        for _ in 0..10 {
+            p.record_idle_gap(Duration::from_micros(50));
+        }
+        let later = probe + Duration::from_millis(1);
+        assert_eq!(p.spin_for(later), Duration::ZERO);
+        let probe = later + Duration::from_millis(100);
+        assert_eq!(p.spin_for(probe), budget);
+        p.record_idle_gap(Duration::from_micros(500));
+        assert_eq!(p.spin_for(probe + Duration::from_millis(1)), Duration::ZERO);
+        assert_eq!(p.spin_for(probe + Duration::from_millis(100)), budget);
     }
 
     #[test]
