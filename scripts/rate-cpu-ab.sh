@@ -13,20 +13,41 @@
 # differs.
 set -euo pipefail
 
-usage() { echo "usage: $0 BUILD_A BUILD_B [--pairs N] [--duration S]" >&2; exit 2; }
-[ $# -ge 2 ] || usage
+usage() {
+  cat <<EOF
+usage: $0 BUILD_A BUILD_B [--pairs N] [--duration S]
+
+BUILD_A, BUILD_B  rpc-bench binaries to compare (cp target/release/rpc-bench
+                  aside after building each commit)
+--pairs N         A B runs per row, N >= 1; the table shows medians (default 3)
+--duration S      measured seconds per run, after rpc-bench's 0.5 s warm-up
+                  (default 3)
+RATES             environment: requests per second, one row each
+                  (default "2000 5000 10000 20000")
+EOF
+}
+bad() { echo "error: $1" >&2; usage >&2; exit 2; }
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+[ $# -ge 2 ] || bad "needs two builds"
 a_bin=$1; b_bin=$2; shift 2
 pairs=3
 duration=3
 while [ $# -gt 0 ]; do
   case "$1" in
+    --pairs|--duration) [ $# -ge 2 ] || bad "$1 needs a value" ;;&
     --pairs) pairs="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
-    *) usage ;;
+    *) bad "unknown argument: $1" ;;
   esac
 done
+[[ $pairs =~ ^[1-9][0-9]*$ ]] || bad "--pairs takes a whole number of 1 or more, not '$pairs'"
+if ! awk -v d="$duration" 'BEGIN { exit !(d ~ /^[0-9]*\.?[0-9]+$/ && d > 0) }'; then
+  bad "--duration takes seconds above 0, not '$duration'"
+fi
 for b in "$a_bin" "$b_bin"; do
-  [ -x "$b" ] || { echo "error: $b is not an executable rpc-bench build" >&2; exit 1; }
+  if [ ! -f "$b" ] || [ ! -x "$b" ]; then
+    echo "error: $b is not an executable file (an rpc-bench build)" >&2; exit 1
+  fi
 done
 command -v jq >/dev/null || { echo "error: needs jq (apt-get install jq)" >&2; exit 1; }
 
@@ -53,7 +74,9 @@ one_run() {
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "rate A/B: A = $a_bin, B = $b_bin; $pairs pairs; ${duration} s per run; $(nproc) CPUs"
+echo "rate A/B: A = $a_bin, B = $b_bin; medians of $pairs pair(s); ${duration} s per run; $(nproc) CPUs"
+echo "CPU s: user + system time of the whole rpc-bench process (server, client and"
+echo "pacer threads in one process) over its start-up, 0.5 s warm-up and ${duration} s run."
 echo
 echo "| level | mode | rate/s | CPU s, A | CPU s, B | p50 µs A → B | p99 µs A → B |"
 echo "| --- | --- | ---: | ---: | ---: | --- | --- |"
