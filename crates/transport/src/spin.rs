@@ -161,7 +161,10 @@ impl SpinPolicy {
     /// first call 100 ms after the loop last spun returns the budget as a
     /// probe, and so does every call until the next
     /// [`record_idle_gap`](Self::record_idle_gap). Call it when the loop runs
-    /// out of work (more than once per idle period is fine).
+    /// out of work (more than once per idle period is fine). It takes
+    /// `&mut self` because it notes when it last said to spin and whether the
+    /// idle period is a probe. Netty's event loops, which Spark uses, have no
+    /// such step: they park at once.
     pub fn spin_for(&mut self, now: Instant) -> Duration {
         let paused = self.paused_until.is_some_and(|until| now < until);
         if self.budget_ns == 0 || paused || self.one_cpu {

@@ -59,11 +59,34 @@ impl WriteQueue {
         self.bytes
     }
 
-    /// Calls `f` with each of the first `max` slices of unwritten bytes, in
-    /// order: each frame's header and body (the first one from the write
-    /// cursor on), empty ones skipped. Returns how many it passed. A backend
-    /// that keeps its own `iovec` array fills it with this, without first
-    /// zeroing a [`MAX_IOV`]-slice array (16 KiB of stores per write).
+    /// Calls `f` with each of the first `max` slices (a count) of unwritten
+    /// bytes, in order: each frame's header and body (the first one from the
+    /// write cursor on), empty ones skipped. Returns how many it passed: at
+    /// most `max`, 0 for an empty queue. The slices borrow the queue, so `f`
+    /// may keep them until the queue next changes. A backend that keeps its
+    /// own `iovec` array fills it with this, without first zeroing a
+    /// [`MAX_IOV`]-slice array (16 KiB of stores per write). It mirrors Netty's
+    /// `ChannelOutboundBuffer.forEachFlushedMessage` filling an `IovArray`,
+    /// which Spark's transport writes through on epoll.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use transport::{EncodedFrame, WriteQueue};
+    ///
+    /// let mut queue = WriteQueue::new();
+    /// queue.push(EncodedFrame::one_way(Bytes::from_static(b"hello")).unwrap());
+    /// queue.push(EncodedFrame::one_way(Bytes::new()).unwrap());
+    /// // A short write took the first 4 of the 13 header bytes.
+    /// queue.advance(4);
+    /// let mut lens = Vec::new();
+    /// assert_eq!(queue.for_each_slice(8, |s| lens.push(s.len())), 3);
+    /// // The rest of the header, the body, then the second frame's header
+    /// // (its empty body is skipped).
+    /// assert_eq!(lens, [9, 5, 13]);
+    /// assert_eq!(queue.for_each_slice(1, |_| {}), 1);
+    /// ```
     pub fn for_each_slice<'a>(&'a self, max: usize, mut f: impl FnMut(&'a [u8])) -> usize {
         let mut n = 0;
         let mut skip = self.offset;
@@ -95,11 +118,29 @@ impl WriteQueue {
         })
     }
 
-    /// Calls `f` with [`IoSlice`]s over the unwritten bytes (at most
-    /// `max_slices` of them, which is capped at [`MAX_IOV`]), built in an array
+    /// Calls `f` with [`IoSlice`]s over the unwritten bytes, in order (at most
+    /// `max_slices` of them, a count capped at [`MAX_IOV`]; none for an empty
+    /// queue), and returns what `f` returns. The slices are built in an array
     /// on the stack sized for what the queue needs: 16, 128 or [`MAX_IOV`]
-    /// slices. Building the slices costs about what the queue holds, not the
-    /// 16 KiB of zeroing a [`MAX_IOV`] array for every vectored write.
+    /// slices (256 B, 2 KiB or 16 KiB), so building them costs about what the
+    /// queue holds, not the 16 KiB of zeroing a [`MAX_IOV`] array for every
+    /// vectored write. It mirrors Netty's `ChannelOutboundBuffer.nioBuffers`
+    /// (the slices of a gathering write), which Spark's NIO transport uses.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use transport::{EncodedFrame, WriteQueue};
+    ///
+    /// let mut queue = WriteQueue::new();
+    /// queue.push(EncodedFrame::rpc_request(7, Bytes::from_static(b"ping")).unwrap());
+    /// // `writev` would take the slices; here, count their bytes.
+    /// let bytes = queue.with_io_slices(64, |slices| slices.iter().map(|s| s.len()).sum::<usize>());
+    /// assert_eq!(bytes, 21 + 4);
+    /// queue.advance(bytes);
+    /// assert!(queue.with_io_slices(64, |slices| slices.is_empty()));
+    /// ```
     pub fn with_io_slices<R>(&self, max_slices: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
         let need = self.frames.len().saturating_mul(2).min(max_slices).min(MAX_IOV);
         if need <= 16 {
