@@ -192,7 +192,8 @@ pub struct TransportConf {
     pub max_outstanding_rpcs_per_connection: usize,
     /// Longest an event loop with nothing to do polls for work before it parks,
     /// in microseconds; 0 parks at once. Adaptive ([`SpinPolicy`](crate::SpinPolicy)):
-    /// a loop spins only while most (3 in 4) of its recent idle gaps were shorter than this, so
+    /// a loop spins only while most (3 in 4) of its recent idle gaps were shorter than this
+    /// (plus one probe 100 ms after it last spun), so
     /// an idle or slow connection costs no CPU, and stops spinning for a while
     /// when a spin loses its CPU to other work; a loop whose thread may run on
     /// one CPU only (`sched_getaffinity`) never spins. Waking a parked vCPU costs tens
