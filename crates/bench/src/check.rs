@@ -86,7 +86,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, OutputError> {
     if !dir.is_dir() {
         return Err(OutputError::NotResults {
             path: dir.to_path_buf(),
-            reason: "no such folder".into(),
+            reason: crate::output_error::NO_SUCH_RESULTS_FOLDER.into(),
         });
     }
     let records = read_runs(dir)?;
@@ -407,6 +407,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let e = check(&tmp.path().join("nope")).unwrap_err();
         assert!(e.to_string().contains("no such folder"), "{e}");
+        // A run's bare name, typed from the repository's root, points to results/.
+        assert!(e.to_string().contains("give results/<run>"), "{e}");
         let e = check(tmp.path()).unwrap_err();
         assert!(
             e.to_string().contains("neither runs.jsonl nor idle_conns.json"),

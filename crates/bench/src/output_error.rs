@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::BenchError;
 
+/// Why a path given as a results folder is none: it does not exist. A run's
+/// bare name typed from the repository's root is the usual cause.
+pub(crate) const NO_SUCH_RESULTS_FOLDER: &str =
+    "no such folder (the matrix writes under results/: from the repository's root, give results/<run>)";
+
 /// Why a command of `rpc-bench` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -59,7 +64,8 @@ pub enum OutputError {
         /// What hdrhistogram said.
         reason: String,
     },
-    /// A results folder lacks what `report` needs.
+    /// A results folder lacks what `report` or `check` needs, or does not exist
+    /// (then `reason` is [`NO_SUCH_RESULTS_FOLDER`]).
     #[error("{} is not a results folder: {reason}", path.display())]
     NotResults {
         /// The folder.

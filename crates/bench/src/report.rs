@@ -120,8 +120,15 @@ impl MatrixFile {
     /// Reads `<dir>/matrix.json`.
     ///
     /// # Errors
-    /// [`OutputError::NotResults`] when it is missing, [`OutputError::BadJson`] when it does not parse.
+    /// [`OutputError::NotResults`] when `dir` or the file is missing, [`OutputError::BadJson`] when
+    /// it does not parse.
     pub fn read(dir: &Path) -> Result<Self, OutputError> {
+        if !dir.is_dir() {
+            return Err(OutputError::NotResults {
+                path: dir.to_path_buf(),
+                reason: crate::output_error::NO_SUCH_RESULTS_FOLDER.into(),
+            });
+        }
         let path = dir.join(MATRIX_JSON);
         let text = fs::read_to_string(&path).map_err(|e| OutputError::NotResults {
             path: dir.to_path_buf(),
@@ -346,6 +353,15 @@ mod tests {
     use transport::IoMode;
 
     const EPOLL: System = System::Transport(IoMode::Epoll);
+
+    #[test]
+    fn a_missing_folder_is_told_apart_from_an_old_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = MatrixFile::read(&tmp.path().join("2026-11-29-vm-0000000")).unwrap_err();
+        assert!(e.to_string().contains("give results/<run>"), "{e}");
+        let e = MatrixFile::read(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("cannot be re-rendered"), "{e}");
+    }
 
     fn spec(dir: &Path) -> MatrixSpec {
         MatrixSpec {
