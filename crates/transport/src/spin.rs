@@ -79,7 +79,9 @@ const AFFINITY_EVERY: Duration = Duration::from_millis(100);
 /// long one spins in one idle period in three, and that is always the long
 /// one: the share peaks after the most short gaps in a row, which is just
 /// before the long gap of any such rhythm.
-/// After a long quiet spell, five short gaps in a row resume spinning. A
+/// After a long quiet spell, five short gaps in a row resume spinning, or
+/// one probe: a loop that has not spun for 100 ms spins once, and a probe
+/// whose gap ends within the budget lifts the share to 3/4 at once. A
 /// budget of zero never spins.
 ///
 /// # Example
