@@ -25,9 +25,9 @@
 //! A spin that loses its CPU is worse than parking: on a machine whose cores
 //! other processes keep busy, the spinning thread and the thread it waits for
 //! share time slices (milliseconds) with them, and a 1-in-flight round trip
-//! measured here fell from ~50k to ~1k per second. So a spin round that took
-//! longer than the whole budget (the thread was descheduled) stops the spin
-//! and turns spinning off for a while: 1 ms, doubling at each such round up
+//! measured here fell from ~50k to ~1k per second. So a spin round whose
+//! yield (`sched_yield`) took longer than the whole budget (the thread was
+//! descheduled) stops the spin and turns spinning off for a while: 1 ms, doubling at each such round up
 //! to 1 s, and back to 1 ms only after 10 s without one.
 //!
 //! A parked loop measures its gaps with the wake-up in them (about 30 µs
