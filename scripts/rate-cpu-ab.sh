@@ -44,6 +44,9 @@ done
 if ! awk -v d="$duration" 'BEGIN { exit !(d ~ /^[0-9]*\.?[0-9]+$/ && d > 0) }'; then
   bad "--duration takes seconds above 0, not '$duration'"
 fi
+# A bare name is a file here, not a command to look up in PATH.
+case "$a_bin" in */*) ;; *) a_bin=./$a_bin ;; esac
+case "$b_bin" in */*) ;; *) b_bin=./$b_bin ;; esac
 for b in "$a_bin" "$b_bin"; do
   if [ ! -f "$b" ] || [ ! -x "$b" ]; then
     echo "error: $b is not an executable file (an rpc-bench build)" >&2; exit 1
