@@ -65,7 +65,7 @@ pub enum OutputError {
         reason: String,
     },
     /// A results folder lacks what `report` or `check` needs, or does not exist
-    /// (then `reason` is [`NO_SUCH_RESULTS_FOLDER`]).
+    /// (then `reason` says so and that runs are under `results/`).
     #[error("{} is not a results folder: {reason}", path.display())]
     NotResults {
         /// The folder.
