@@ -19,14 +19,22 @@ cd "$(dirname "$0")/.."
 pairs=3
 contend=false
 duration=1
+usage() { echo "usage: $0 [--pairs N] [--contend] [--duration S]  (N >= 1, default 3; S seconds > 0, default 1)"; }
+bad() { echo "error: $1" >&2; usage >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
+    --pairs|--duration) [ $# -ge 2 ] || bad "$1 needs a value" ;;&
     --pairs) pairs="$2"; shift 2 ;;
     --contend) contend=true; shift ;;
     --duration) duration="$2"; shift 2 ;;
-    *) echo "usage: $0 [--pairs N] [--contend] [--duration S]" >&2; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) bad "unknown argument: $1" ;;
   esac
 done
+[[ $pairs =~ ^[1-9][0-9]*$ ]] || bad "--pairs takes a whole number of 1 or more, not '$pairs'"
+if ! awk -v d="$duration" 'BEGIN { exit !(d ~ /^[0-9]*\.?[0-9]+$/ && d > 0) }'; then
+  bad "--duration takes seconds above 0, not '$duration'"
+fi
 command -v jq >/dev/null || { echo "error: needs jq (apt-get install jq)" >&2; exit 1; }
 
 cargo build --quiet --release -p bench --bin rpc-bench
