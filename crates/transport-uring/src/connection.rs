@@ -19,7 +19,9 @@
 //!   recv completion that finds it so cancels the multishot recv. Bytes that
 //!   recv still delivers before the cancellation lands are held, in order,
 //!   and decoded on resume, so no frame reaches the handler while the
-//!   connection is over a limit. The peer then gets TCP
+//!   connection is over a limit. So are the bytes of a direct read that
+//!   completes after a pause began (they stay in the frame's buffer and are
+//!   committed to the decoder on resume). The peer then gets TCP
 //!   backpressure. Every send completion and every queued frame (an answer
 //!   included) flushes the connection, which calls `arm_recv` again: it
 //!   re-arms once [`TransportClient::may_resume_reading`] holds. A
@@ -92,6 +94,10 @@ pub(crate) struct Connection {
     /// Bytes a multishot recv delivered after reading paused (before its
     /// cancellation took effect), fed to the decoder, in order, on resume.
     held: VecDeque<Bytes>,
+    /// Bytes a direct read put into the frame in progress after reading
+    /// paused: committed to the decoder on resume, before `held` (which is
+    /// empty while a direct read is in flight).
+    held_direct: usize,
     /// The send (or zero-copy notification) holding the queue.
     pub(crate) send: Option<usize>,
     pub(crate) dirty: bool,
@@ -180,6 +186,7 @@ impl EventLoop {
             cancelling: false,
             read_paused: false,
             held: VecDeque::new(),
+            held_direct: 0,
             send: None,
             dirty: false,
             closing: false,
@@ -219,7 +226,7 @@ impl EventLoop {
         if conn.read_paused {
             return;
         }
-        if !conn.held.is_empty() && !self.feed_held(key) {
+        if (!conn.held.is_empty() || conn.held_direct > 0) && !self.feed_held(key) {
             // Still over a limit (or closed) after delivering some of them.
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.read_paused = true;
@@ -315,6 +322,12 @@ impl EventLoop {
                         conn.held.push_back(bytes);
                         true
                     }
+                    // A pause began while a direct read was in flight: its
+                    // bytes wait in the frame's buffer until the limits allow.
+                    Some(Chunk::Direct(n)) if conn.client.should_pause_reading() => {
+                        conn.held_direct += n;
+                        true
+                    }
                     Some(chunk) => self.feed(conn_key, chunk),
                     None => true,
                 };
@@ -358,6 +371,13 @@ impl EventLoop {
             },
             // The peer closed: what it sent before still counts, held bytes included.
             Err(None) => {
+                let held_direct = std::mem::take(&mut conn.held_direct);
+                if held_direct > 0 && !self.feed(conn_key, Chunk::Direct(held_direct)) {
+                    return;
+                }
+                let Some(conn) = self.conns.get_mut(conn_key) else {
+                    return;
+                };
                 let held = std::mem::take(&mut conn.held);
                 for bytes in held {
                     if !self.feed(conn_key, Chunk::Bytes(bytes)) {
@@ -424,24 +444,28 @@ impl EventLoop {
         false
     }
 
-    /// Feeds the bytes held while reading was paused, oldest first, while the
-    /// limits allow. Returns whether none is left (false also when feeding
-    /// closed the connection).
+    /// Feeds the bytes held while reading was paused, oldest first (a held
+    /// direct read, then held buffers), while the limits allow. Returns
+    /// whether none is left (false also when feeding closed the connection).
     fn feed_held(&mut self, key: usize) -> bool {
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return false;
             };
-            if conn.held.is_empty() {
+            if conn.held.is_empty() && conn.held_direct == 0 {
                 return true;
             }
             if conn.client.should_pause_reading() {
                 return false;
             }
-            let Some(bytes) = conn.held.pop_front() else {
-                return true;
+            let chunk = match std::mem::take(&mut conn.held_direct) {
+                0 => match conn.held.pop_front() {
+                    Some(bytes) => Chunk::Bytes(bytes),
+                    None => return true,
+                },
+                n => Chunk::Direct(n),
             };
-            if !self.feed(key, Chunk::Bytes(bytes)) {
+            if !self.feed(key, chunk) {
                 return false;
             }
         }

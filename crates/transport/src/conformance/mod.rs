@@ -74,7 +74,9 @@ pub use mixed_sizes::{
     mixed_frame_sizes_arrive_in_order_with_reading_paused, mixed_frame_sizes_arrive_whole_and_in_order,
 };
 pub use read_complete::read_complete_follows_each_read;
-pub use read_pause::read_pause_holds_frames_until_the_last_is_dropped;
+pub use read_pause::{
+    read_pause_holds_frames_until_the_last_is_dropped, read_pause_taken_during_a_large_frame_holds_it,
+};
 pub use rpc::{
     frames_keep_order_per_connection, large_frames_intact, many_connections_concurrently,
     rpc_responses_match_requests, server_sends_to_client,
@@ -127,6 +129,7 @@ macro_rules! conformance_suite {
             in_flight_limit_pauses_reading_until_answers,
             client_refuses_rpcs_past_the_outstanding_limit,
             read_pause_holds_frames_until_the_last_is_dropped,
+            read_pause_taken_during_a_large_frame_holds_it,
             read_complete_follows_each_read,
             idle_loops_stop_spinning,
             loops_do_not_spin_for_a_slow_peer,
