@@ -67,6 +67,21 @@ pub struct CheckReport {
 }
 
 /// Formats a figure: whole numbers and figures of 1000 or more without decimals, else two.
+/// How to name the results folder `dir` in a command run from the
+/// repository's root: its parent folder and its own name
+/// (`results/2026-11-29-vm-abc1234`), or its name alone when it has no
+/// parent. The matrix writes under `results/`, and `check` and `report`
+/// take the folder's path, not its bare name.
+pub(crate) fn folder_arg(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    match dir.parent().and_then(Path::file_name) {
+        Some(parent) => format!("{}/{name}", parent.to_string_lossy()),
+        None => name,
+    }
+}
+
 pub(crate) fn fig(v: f64) -> String {
     if v.fract() == 0.0 || v.abs() >= 1000.0 {
         format!("{v:.0}")
@@ -160,9 +175,7 @@ impl CheckReport {
 
     /// The text of `check.md` for the folder `dir`.
     pub fn render_markdown(&self, dir: &Path) -> String {
-        let name = dir
-            .file_name()
-            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = folder_arg(dir);
         format!(
             "# Issue 8 targets\n\n\
              `rpc-bench check {name}`: each target of issue 8 against this folder's `{RUNS_JSONL}` and \
@@ -199,6 +212,22 @@ mod tests {
     const EPOLL: System = System::Transport(IoMode::Epoll);
     const URING: System = System::Transport(IoMode::IoUring);
     const SPARK: System = System::Spark(crate::workload::SparkIo::Epoll);
+
+    #[test]
+    fn a_folder_is_named_with_its_parent_as_typed_from_the_root() {
+        assert_eq!(
+            folder_arg(Path::new("results/2026-11-29-vm-abc1234")),
+            "results/2026-11-29-vm-abc1234"
+        );
+        assert_eq!(
+            folder_arg(Path::new("/work/main/results/2026-11-29-vm-abc1234")),
+            "results/2026-11-29-vm-abc1234"
+        );
+        assert_eq!(
+            folder_arg(Path::new("2026-11-29-vm-abc1234")),
+            "2026-11-29-vm-abc1234"
+        );
+    }
 
     /// `n` records of `system` at `level` on `w`, each at `rps` req/s (and as many MB/s), p50
     /// `p50` µs, `allocs` heap allocations per request.

@@ -286,9 +286,7 @@ pub fn write_outputs(
     if let Some(idle) = &idle {
         text.push_str(&idle_markdown(idle));
     }
-    let name = dir
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = crate::check::folder_arg(dir);
     text.push_str(&format!(
         "\n## Targets\n\n[`{CHECK_MD}`]({CHECK_MD}) checks issue 8's performance targets against these \
          figures: {} met, {} not met, {} not measured (`rpc-bench check {name}` prints it again).\n",
