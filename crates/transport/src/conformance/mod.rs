@@ -33,6 +33,9 @@
 //! - [`mixed_sizes`]: 1 MiB and tiny frames in turn, written all at once,
 //!   in odd pieces and slowly, arrive whole and in order, and 1,200 frames
 //!   of mixed sizes go out whole through small socket buffers;
+//! - [`write_order`]: answers queued on the event loop and frames sent from
+//!   other threads at the same time arrive whole and each in order through
+//!   small socket buffers;
 //! - [`read_pause`]: reading paused from above with `TransportClient::pause_reading`;
 //! - [`spin`]: idle and slow connections cost no CPU with spinning on, loops
 //!   do spin between back-to-back RPCs but not when confined to one CPU, and
@@ -53,6 +56,7 @@ pub mod read_complete;
 pub mod read_pause;
 pub mod rpc;
 pub mod spin;
+pub mod write_order;
 
 pub use auth::{auth_secret_gates_connections, close_after_flush_delivers_queued_frames};
 pub use faults::{
@@ -86,6 +90,7 @@ pub use spin::{
     loops_do_not_spin_for_a_peer_1_5_budgets_apart, loops_do_not_spin_for_a_peer_3_budgets_apart,
     loops_do_not_spin_for_a_slow_peer, loops_spin_between_back_to_back_rpcs, rpcs_work_with_spinning_off,
 };
+pub use write_order::answers_from_the_loop_and_sends_from_other_threads_keep_order;
 
 /// Builds a fresh backend from a configuration. Every case calls it at least
 /// once and shuts down what it built.
@@ -110,6 +115,7 @@ macro_rules! conformance_suite {
             mixed_frame_sizes_arrive_whole_and_in_order,
             mixed_frame_sizes_arrive_in_order_with_reading_paused,
             many_mixed_frames_go_out_whole_through_small_socket_buffers,
+            answers_from_the_loop_and_sends_from_other_threads_keep_order,
             channel_events_once_per_connection,
             outstanding_rpcs_fail_when_server_closes_connection,
             outstanding_rpcs_fail_when_server_closes,
