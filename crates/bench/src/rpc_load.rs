@@ -6,8 +6,8 @@
 //! client's transport event-loop thread: no executor hop, as at the transport
 //! level. Requests and replies are [`Bytes`] (archived as a byte vector, as a
 //! `Vec<u8>` is): the client reads each reply in place in its receive buffer, and
-//! the echo clones its prebuilt response by reference count, so an ask costs
-//! the one allocation `ask_with` makes. With a rate (`--rate`), an open loop instead: the
+//! the echo clones its prebuilt response by reference count, and `ask_with`
+//! recycles its state per thread, so an ask allocates nothing once warm. With a rate (`--rate`), an open loop instead: the
 //! [`Pacer`](crate::measure::Pacer) thread asks on the timetable, at most `inflight` outstanding per client
 //! (see [`measure`](crate::measure)).
 

@@ -1,12 +1,15 @@
 //! An ask answered by a callback that reads the reply in place
 //! ([`RpcEndpointRef::ask_with`](crate::RpcEndpointRef::ask_with)).
 //!
-//! One allocation holds everything the ask needs until it is answered: the
+//! One object holds everything the ask needs until it is answered: the
 //! callback, the timer registration and the [`AskOrigin`]. The same object is
 //! the RPC's [`RpcResponseListener`], the timer's [`Expire`] action and, for a
-//! local endpoint, the [`Complete`] slot its reply fills, so an ask costs one
-//! heap allocation in all, and a remote reply reaches the callback as
-//! [`Msg::Remote`], a reference into the receive buffer, never deserialized.
+//! local endpoint, the [`Complete`] slot its reply fills, and a remote reply
+//! reaches the callback as [`Msg::Remote`], a reference into the receive
+//! buffer, never deserialized. The object comes from the asking thread's
+//! [`recycler`](crate::recycler): once an answered ask's last reference is
+//! dropped, the next ask from that thread and call site reuses its
+//! allocation, so a steady stream of asks allocates nothing.
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -18,13 +21,15 @@ use transport::{RpcResponseListener, TransportError};
 use crate::error::RpcError;
 use crate::message::{Msg, RpcMessage};
 use crate::promise::{AskOrigin, Complete, reply_error};
+use crate::recycler::recycled;
 use crate::timeout::{ArmedTimer, Expire, TimeoutScheduler};
 
 /// One ask's state, shared by the transport, the timer and a local endpoint.
 pub(crate) struct CallbackAsk<R, F> {
-    on_reply: Mutex<Option<F>>,
+    /// The callback and where the ask went, until it is answered: both are
+    /// dropped then, so a pooled, answered ask holds nothing of its asker's.
+    pending: Mutex<Option<(F, AskOrigin)>>,
     timer: ArmedTimer,
-    origin: AskOrigin,
     _reply: PhantomData<fn(R)>,
 }
 
@@ -33,12 +38,12 @@ where
     R: RpcMessage,
     F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
 {
-    /// A new ask to `origin` whose answer goes to `on_reply`.
+    /// A new ask to `origin` whose answer goes to `on_reply`, in a recycled
+    /// allocation where this thread has a free one.
     pub(crate) fn new(origin: AskOrigin, on_reply: F) -> Arc<Self> {
-        Arc::new(Self {
-            on_reply: Mutex::new(Some(on_reply)),
+        recycled(Self {
+            pending: Mutex::new(Some((on_reply, origin))),
             timer: ArmedTimer::default(),
-            origin,
             _reply: PhantomData,
         })
     }
@@ -47,24 +52,26 @@ where
     pub(crate) fn arm_timeout(self: &Arc<Self>, sched: &Arc<TimeoutScheduler>, deadline: Instant) {
         let action: Arc<dyn Expire> = self.clone();
         self.timer.arm(sched, deadline, action, || {
-            self.on_reply.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_some()
         });
     }
 
-    /// The callback, once: whoever takes it answers the ask. Cancels the timer.
-    fn take(&self) -> Option<F> {
-        let f = self.on_reply.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if f.is_some() {
+    /// The callback and origin, once: whoever takes them answers the ask.
+    /// Cancels the timer.
+    fn take(&self) -> Option<(F, AskOrigin)> {
+        let taken = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if taken.is_some() {
             self.timer.cancel();
         }
-        f
+        taken
     }
 
-    /// Answers with `result` unless already answered; returns whether this call did.
-    fn answer(&self, result: Result<Msg<'_, R>, RpcError>) -> bool {
+    /// Answers with what `result` makes of the ask's origin, unless already
+    /// answered; returns whether this call did.
+    fn answer<'a>(&self, result: impl FnOnce(&AskOrigin) -> Result<Msg<'a, R>, RpcError>) -> bool {
         match self.take() {
-            Some(f) => {
-                f(result);
+            Some((f, origin)) => {
+                f(result(&origin));
                 true
             }
             None => false,
@@ -78,7 +85,7 @@ where
     F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
 {
     fn expire(&self, timed_out: bool) {
-        self.answer(Err(self.origin.expiry_error(timed_out)));
+        self.answer(|origin| Err(origin.expiry_error(timed_out)));
     }
 }
 
@@ -91,10 +98,10 @@ where
     fn on_response(self: Arc<Self>, _request_id: i64, result: Result<Bytes, TransportError>) {
         match result {
             Ok(bytes) => match R::access(&bytes) {
-                Ok(archived) => self.answer(Ok(Msg::Remote(archived))),
-                Err(e) => self.answer(Err(reply_error(e))),
+                Ok(archived) => self.answer(|_| Ok(Msg::Remote(archived))),
+                Err(e) => self.answer(|_| Err(reply_error(e))),
             },
-            Err(e) => self.answer(Err(self.origin.errors.transport_error(e))),
+            Err(e) => self.answer(|origin| Err(origin.errors.transport_error(e))),
         };
     }
 }
@@ -105,6 +112,109 @@ where
     F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
 {
     fn complete(&self, result: Result<R, RpcError>) -> bool {
-        self.answer(result.map(Msg::Local))
+        self.answer(|_| result.map(Msg::Local))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use transport::TransportError;
+
+    use super::CallbackAsk;
+    use crate::error::RpcError;
+    use crate::message::Msg;
+    use crate::promise::{AskErrors, AskOrigin, Complete};
+    use crate::timeout::Expire;
+
+    struct PlainErrors;
+
+    impl AskErrors for PlainErrors {
+        fn transport_error(&self, error: TransportError) -> RpcError {
+            RpcError::from_transport(error)
+        }
+    }
+
+    fn origin(errors: &Arc<dyn AskErrors>) -> AskOrigin {
+        AskOrigin {
+            endpoint: "endpoint".into(),
+            timeout: Duration::from_secs(1),
+            errors: errors.clone(),
+        }
+    }
+
+    #[test]
+    fn an_answered_ask_holds_nothing_of_its_asker() {
+        let errors: Arc<dyn AskErrors> = Arc::new(PlainErrors);
+        let captured = Arc::new(());
+        let held = captured.clone();
+        let ask = CallbackAsk::<u64, _>::new(origin(&errors), move |_: Result<Msg<'_, u64>, RpcError>| {
+            drop(held)
+        });
+        assert_eq!(
+            Arc::strong_count(&captured),
+            2,
+            "the callback holds its capture until it runs"
+        );
+        assert!(ask.complete(Ok(5)), "the first answer answers");
+        assert_eq!(
+            Arc::strong_count(&captured),
+            1,
+            "the callback is dropped once it ran"
+        );
+        assert_eq!(
+            Arc::strong_count(&errors),
+            1,
+            "the origin is dropped on answering"
+        );
+        assert!(!ask.complete(Ok(6)), "a second answer is ignored");
+    }
+
+    #[test]
+    fn each_ask_is_answered_once_and_the_next_reuses_its_allocation() {
+        let errors: Arc<dyn AskErrors> = Arc::new(PlainErrors);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let ask_once = |expect: u64| {
+            let calls = calls.clone();
+            CallbackAsk::<u64, _>::new(origin(&errors), move |r: Result<Msg<'_, u64>, RpcError>| {
+                assert!(matches!(r, Ok(Msg::Local(n)) if n == expect), "answer {expect}");
+                calls.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let first = ask_once(1);
+        let at = Arc::as_ptr(&first);
+        assert!(first.complete(Ok(1)));
+        first.expire(true);
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            1,
+            "a timeout after the answer calls nothing"
+        );
+        drop(first);
+        let second = ask_once(2);
+        assert_eq!(
+            Arc::as_ptr(&second),
+            at,
+            "the answered ask's allocation is reused"
+        );
+        assert!(second.complete(Ok(2)), "the reused ask is pending again");
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn an_ask_still_referred_to_is_not_reused() {
+        let errors: Arc<dyn AskErrors> = Arc::new(PlainErrors);
+        let make = || CallbackAsk::<u64, _>::new(origin(&errors), |_: Result<Msg<'_, u64>, RpcError>| {});
+        let pending = make();
+        let other = make();
+        assert_ne!(Arc::as_ptr(&pending), Arc::as_ptr(&other));
+        assert!(
+            pending.complete(Ok(1)),
+            "the first ask is still pending, not overwritten"
+        );
+        assert!(other.complete(Ok(2)));
     }
 }

@@ -77,6 +77,7 @@ mod message;
 mod message_loop;
 mod outbox;
 mod promise;
+mod recycler;
 mod timeout;
 mod timer_queue;
 mod verifier;
