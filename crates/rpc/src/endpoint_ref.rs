@@ -177,7 +177,9 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
 
     /// Asks: the endpoint's `receive_and_reply` answers (Spark's `ask`). The
     /// future resolves to the reply, or fails with [`RpcError::AskTimeout`]
-    /// after `timeout`, [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
+    /// after `timeout`, [`RpcError::EndpointNotFound`] when the RpcEnv asked
+    /// has no endpoint of this name (as for a local reference),
+    /// [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
     /// at once when the connection drops, or the errors of [`send`](Self::send).
     pub fn ask_with_timeout(&self, msg: M, timeout: Duration) -> AskFuture<R> {
         if let Err(e) = self.inner.env.check_running() {

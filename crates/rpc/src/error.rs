@@ -198,10 +198,27 @@ impl RpcError {
                 }
             }
             TransportError::RemoteFailure { message } => {
-                Self::parse_inbox_full(&message).unwrap_or(Self::RemoteFailure { message })
+                Self::parse_remote(&message).unwrap_or(Self::RemoteFailure { message })
             }
             other => Self::Transport(other),
         }
+    }
+
+    /// Reads back the typed errors a remote RpcEnv sends as the text of an
+    /// RpcFailure, so that a remote ask fails with the same variant as a local one.
+    fn parse_remote(message: &str) -> Option<Self> {
+        Self::parse_inbox_full(message).or_else(|| Self::parse_endpoint_not_found(message))
+    }
+
+    /// Reads an [`RpcError::EndpointNotFound`] back from its text, as a remote RpcEnv sent it.
+    fn parse_endpoint_not_found(message: &str) -> Option<Self> {
+        let rest = message.strip_prefix("no endpoint named `")?;
+        let (name, rest) = rest.split_once("` at ")?;
+        let (address, _) = rest.split_once("; check the name")?;
+        Some(Self::EndpointNotFound {
+            name: name.to_string(),
+            address: address.to_string(),
+        })
     }
 
     /// Reads an [`RpcError::InboxFull`] back from its text, as a remote RpcEnv sent it.
@@ -221,7 +238,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inbox_full_survives_the_wire() {
+    fn typed_errors_survive_the_wire() {
         let e = RpcError::InboxFull {
             endpoint: "w`x".into(),
             capacity: 12,
@@ -231,6 +248,17 @@ mod tests {
         });
         assert!(
             matches!(&back, RpcError::InboxFull { endpoint, capacity: 12 } if endpoint == "w`x"),
+            "{back:?}"
+        );
+        let e = RpcError::EndpointNotFound {
+            name: "kv-typo".into(),
+            address: "127.0.0.1:7077".into(),
+        };
+        let back = RpcError::from_transport(TransportError::RemoteFailure {
+            message: e.to_string(),
+        });
+        assert!(
+            matches!(&back, RpcError::EndpointNotFound { name, address } if name == "kv-typo" && address == "127.0.0.1:7077"),
             "{back:?}"
         );
         let other = RpcError::from_transport(TransportError::RemoteFailure {
