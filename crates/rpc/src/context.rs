@@ -1,5 +1,6 @@
 //! `RpcCallContext` (how an endpoint answers an ask) and `RpcSender` (who sent a message).
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
@@ -74,6 +75,20 @@ impl fmt::Debug for RpcSender {
     }
 }
 
+thread_local! {
+    /// Set while this thread drops a stopped endpoint ([`drop_stopped_endpoint`]).
+    static DROPPING_STOPPED_ENDPOINT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops `endpoint`, whose `on_stop` has run: the contexts of the asks it
+/// still held fail with [`RpcError::EndpointStopped`] rather than
+/// [`RpcError::NoReply`], since it was stopped, not careless.
+pub(crate) fn drop_stopped_endpoint<E>(endpoint: E) {
+    DROPPING_STOPPED_ENDPOINT.with(|f| f.set(true));
+    drop(endpoint);
+    DROPPING_STOPPED_ENDPOINT.with(|f| f.set(false));
+}
+
 /// Where an ask's answer goes.
 pub(crate) enum ReplyTo<R> {
     /// A local asker: the value itself, never serialized.
@@ -87,7 +102,10 @@ pub(crate) enum ReplyTo<R> {
 
 /// The handle to answer one ask (Spark's `RpcCallContext`). Answer once, with
 /// [`reply`](Self::reply) or [`send_failure`](Self::send_failure), from any
-/// thread; dropping it unanswered fails the ask with [`RpcError::NoReply`].
+/// thread; dropping it unanswered fails the ask with [`RpcError::NoReply`], or
+/// with [`RpcError::EndpointStopped`] when it goes because the endpoint holding
+/// it was stopped (`RpcEnv::stop`) or its RpcEnv shut down. A remote asker
+/// gets the same variants.
 pub struct RpcCallContext<R: RpcMessage> {
     reply_to: Option<ReplyTo<R>>,
     sender: RpcSender,
@@ -191,6 +209,12 @@ impl<R: RpcMessage> Drop for RpcCallContext<R> {
                 RpcError::EndpointPanicked {
                     name: self.endpoint.to_string(),
                     message: "the handler panicked while processing this ask".into(),
+                }
+            } else if DROPPING_STOPPED_ENDPOINT.with(Cell::get)
+                || self.sender.env.upgrade().is_none_or(|env| env.is_stopped())
+            {
+                RpcError::EndpointStopped {
+                    name: self.endpoint.to_string(),
                 }
             } else {
                 RpcError::NoReply {

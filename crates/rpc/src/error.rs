@@ -24,8 +24,12 @@ pub enum RpcError {
         /// The name.
         name: String,
     },
-    /// The endpoint has been stopped and takes no more messages.
-    #[error("endpoint `{name}` is stopped; set up a new one to send to")]
+    /// The endpoint has been stopped and takes no more messages; also what an
+    /// ask it held unanswered fails with when it stopped (`RpcEnv::stop`, or
+    /// its RpcEnv shut down), for a remote asker too.
+    #[error(
+        "endpoint `{name}` is stopped and answers nothing more (stopped, or its RpcEnv shut down); set up a new one to send to"
+    )]
     EndpointStopped {
         /// The endpoint name.
         name: String,
@@ -207,7 +211,24 @@ impl RpcError {
     /// Reads back the typed errors a remote RpcEnv sends as the text of an
     /// RpcFailure, so that a remote ask fails with the same variant as a local one.
     fn parse_remote(message: &str) -> Option<Self> {
-        Self::parse_inbox_full(message).or_else(|| Self::parse_endpoint_not_found(message))
+        Self::parse_inbox_full(message)
+            .or_else(|| Self::parse_endpoint_not_found(message))
+            .or_else(|| Self::parse_endpoint_named(message))
+    }
+
+    /// Reads an [`RpcError::EndpointStopped`] or [`RpcError::NoReply`] back
+    /// from its text, as a remote RpcEnv sent it.
+    fn parse_endpoint_named(message: &str) -> Option<Self> {
+        let rest = message.strip_prefix("endpoint `")?;
+        if let Some((name, _)) = rest.split_once("` is stopped and answers nothing more") {
+            return Some(Self::EndpointStopped {
+                name: name.to_string(),
+            });
+        }
+        let (name, tail) = rest.split_once("` dropped the call without replying")?;
+        tail.is_empty().then(|| Self::NoReply {
+            name: name.to_string(),
+        })
     }
 
     /// Reads an [`RpcError::EndpointNotFound`] back from its text, as a remote RpcEnv sent it.
@@ -261,6 +282,20 @@ mod tests {
             matches!(&back, RpcError::EndpointNotFound { name, address } if name == "kv-typo" && address == "127.0.0.1:7077"),
             "{back:?}"
         );
+        for e in [
+            RpcError::EndpointStopped { name: "kv".into() },
+            RpcError::NoReply { name: "kv".into() },
+        ] {
+            let back = RpcError::from_transport(TransportError::RemoteFailure {
+                message: e.to_string(),
+            });
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&e),
+                "{back:?}"
+            );
+        }
         let other = RpcError::from_transport(TransportError::RemoteFailure {
             message: "boom".into(),
         });

@@ -155,7 +155,10 @@ pub(crate) struct Placement {
 pub(crate) struct Inbox<E: RpcEndpoint> {
     name: Arc<str>,
     state: Mutex<State<E::Message, E::Reply>>,
-    endpoint: Mutex<E>,
+    /// The endpoint; taken out and dropped once `OnStop` has run, so that what
+    /// it holds (unanswered asks' contexts among it) goes at once, even while
+    /// references to the inbox live on.
+    endpoint: Mutex<Option<E>>,
     /// `Some` for a concurrent endpoint: how each processing thread gets its own copy.
     cloner: Option<fn(&E) -> E>,
     scheduler: LoopSender,
@@ -202,7 +205,7 @@ impl<E: RpcEndpoint> Inbox<E> {
                 limits.capacity,
                 room.clone(),
             ))),
-            endpoint: Mutex::new(endpoint),
+            endpoint: Mutex::new(Some(endpoint)),
             cloner,
             scheduler,
             parallelism: parallelism.max(1),
@@ -329,7 +332,11 @@ impl<E: RpcEndpoint> Inbox<E> {
             Some(e) => e,
             None => {
                 guard = lock(&self.endpoint);
-                &mut guard
+                match guard.as_mut() {
+                    Some(e) => e,
+                    // Dropped after `OnStop`, after which nothing is delivered.
+                    None => return false,
+                }
             }
         };
         let result = catch_unwind(AssertUnwindSafe(|| deliver(endpoint, msg)));
@@ -461,14 +468,20 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
             &self.state,
             self.cloner.is_some(),
             |concurrent| match (concurrent, self.cloner) {
-                (true, Some(clone)) => Some(clone(&lock(&self.endpoint))),
+                (true, Some(clone)) => lock(&self.endpoint).as_ref().map(clone),
                 _ => None,
             },
             |own, msg| self.handle(msg, own),
             |own, queued| self.fail_start(own, queued),
         );
-        if ended && self.dedicated {
-            let _ = self.scheduler.send(LoopItem::PoisonPill);
+        if ended {
+            // Dropped outside the lock: an unanswered ask's context answers
+            // as it drops (`EndpointStopped`), and may run an asker's callback.
+            let endpoint = lock(&self.endpoint).take();
+            crate::context::drop_stopped_endpoint(endpoint);
+            if self.dedicated {
+                let _ = self.scheduler.send(LoopItem::PoisonPill);
+            }
         }
     }
 

@@ -225,7 +225,7 @@ pub fn on_start_panic_stops_that_endpoint(mode: IoMode) {
     assert!(
         matches!(
             err,
-            Err(RpcError::EndpointNotFound { .. } | RpcError::RemoteFailure { .. })
+            Err(RpcError::EndpointNotFound { .. } | RpcError::EndpointStopped { .. })
         ),
         "a remote ask to an endpoint whose on_start panicked: {err:?}"
     );
