@@ -101,3 +101,9 @@ pub use verifier::{CheckExistence, VERIFIER_NAME};
 
 /// Re-export of the rkyv version messages must derive with.
 pub use rkyv;
+/// Re-exports of the `transport` crate's types that appear in this crate's
+/// API: `RpcEnvConfig::transport` is a [`TransportConf`], its `io_mode` an
+/// [`IoMode`]; [`RpcError::Transport`] and [`RpcError::Config`] carry a
+/// [`TransportError`] and a [`ConfError`]. So that choosing the IO mode or
+/// matching `IoModeUnavailable` needs no direct dependency on `transport`.
+pub use transport::{ConfError, IoMode, TransportConf, TransportError};
