@@ -21,6 +21,7 @@ cargo clippy --quiet -p rpc --features loom --all-targets -- -D warnings
 cargo test --quiet -p rpc --features loom --test loom_inbox
 echo "== examples"
 cargo run --quiet -p rpc --example ping_pong
+cargo run --quiet -p rpc --example key_value
 if [ "${CI:-}" = true ] || [ -n "${FUZZ_SECONDS:-}" ]; then
   echo "== fuzzing, ${FUZZ_SECONDS:-30} s per target (scripts/fuzz.sh)"
   scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
