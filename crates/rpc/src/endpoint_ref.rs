@@ -179,6 +179,7 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// future resolves to the reply, or fails with [`RpcError::AskTimeout`]
     /// after `timeout`, [`RpcError::EndpointNotFound`] when the RpcEnv asked
     /// has no endpoint of this name (as for a local reference),
+    /// [`RpcError::TypeMismatch`] when its endpoint takes messages of another type than `M`,
     /// [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
     /// at once when the connection drops, or the errors of [`send`](Self::send).
     pub fn ask_with_timeout(&self, msg: M, timeout: Duration) -> AskFuture<R> {
@@ -283,9 +284,23 @@ impl<M: RpcMessage, R: RpcMessage> AskErrors for Inner<M, R> {
         if self.env.is_stopped() {
             return RpcError::EnvStopped;
         }
-        match &self.route {
+        let error = match &self.route {
             Route::Remote(outbox) => connect_error(outbox.address(), error),
             _ => RpcError::from_transport(error),
+        };
+        match error {
+            // The remote inbox refused a message of another type than its endpoint's
+            // (`InboxHandle::post_remote`): the variant a local reference gets.
+            RpcError::RemoteFailure { message } if message.ends_with(OTHER_TYPE_SUFFIX) => {
+                RpcError::TypeMismatch {
+                    name: self.name.to_string(),
+                    type_name: std::any::type_name::<M>(),
+                }
+            }
+            other => other,
         }
     }
 }
+
+/// How a remote RpcEnv's refusal of a message of another type ends.
+pub(crate) const OTHER_TYPE_SUFFIX: &str = "and the message is of another type";

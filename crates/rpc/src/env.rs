@@ -416,6 +416,12 @@ impl RpcEnv {
     /// Blocks up to the ask timeout. For this RpcEnv's own address, the
     /// reference is local.
     ///
+    /// Only the name is checked, not the types: a remote endpoint that takes
+    /// messages of another type than `M` refuses each one (an ask fails with
+    /// [`RpcError::TypeMismatch`]); a reply type `R` other than the
+    /// endpoint's is not detected: replies are read as `R` wherever their
+    /// bytes validate as one, so `R` must be the endpoint's `Reply`.
+    ///
     /// # Errors
     /// [`RpcError::EndpointNotFound`] naming the endpoint and address;
     /// [`RpcError::ConnectFailed`], [`RpcError::AskTimeout`], [`RpcError::EnvStopped`].

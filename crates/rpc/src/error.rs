@@ -82,15 +82,17 @@ pub enum RpcError {
     EnvStopped,
     /// An ask got no answer in time.
     #[error(
-        "ask to `{endpoint}` timed out after {timeout:?}; raise `ask_timeout_ms` (RPC_ASK_TIMEOUT_MS, now {timeout_ms}) \
-         or look at the endpoint's backlog"
+        "ask to `{endpoint}` got no answer within {timeout_ms} ms: the endpoint is slow or stuck (look at its \
+         backlog), or the timeout is too short: raise `ask_timeout_ms` (RPC_ASK_TIMEOUT_MS) for `ask`, `ask_sync` \
+         and `ask_with`, or give `ask_with_timeout` a longer one"
     )]
     AskTimeout {
         /// The endpoint asked.
         endpoint: String,
         /// The timeout that passed.
         timeout: Duration,
-        /// The same, in milliseconds as configured.
+        /// The same, in milliseconds: the RpcEnv's `ask_timeout_ms`, or what
+        /// `ask_with_timeout` was given.
         timeout_ms: u64,
     },
     /// The remote endpoint failed the call (it called `send_failure`, returned

@@ -440,9 +440,10 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
             return Err(RpcError::InvalidMessage {
                 type_name: std::any::type_name::<E::Message>(),
                 reason: format!(
-                    "endpoint `{}` takes {} and the message is of another type",
+                    "endpoint `{}` takes {} {}",
                     self.name,
-                    std::any::type_name::<E::Message>()
+                    std::any::type_name::<E::Message>(),
+                    crate::endpoint_ref::OTHER_TYPE_SUFFIX
                 ),
             });
         }
