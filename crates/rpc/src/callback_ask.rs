@@ -204,6 +204,29 @@ mod tests {
         assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 
+    /// What a pooled ask costs beside its closure (as documented on
+    /// `RpcEndpointRef::ask_with`): its state and the `Arc`'s two counts.
+    #[test]
+    fn a_pooled_ask_takes_at_most_112_bytes_beside_its_closure() {
+        fn size_of_ask<F>(_: &F) -> usize
+        where
+            F: FnOnce(Result<Msg<'_, u64>, RpcError>) + Send + 'static,
+        {
+            std::mem::size_of::<CallbackAsk<u64, F>>() + 2 * std::mem::size_of::<usize>()
+        }
+        let zero_sized = |_: Result<Msg<'_, u64>, RpcError>| {};
+        assert!(size_of_ask(&zero_sized) <= 112, "{} B", size_of_ask(&zero_sized));
+        let big = [7u8; 1000];
+        let capturing = move |_: Result<Msg<'_, u64>, RpcError>| {
+            std::hint::black_box(big);
+        };
+        assert!(
+            size_of_ask(&capturing) <= 1000 + 112,
+            "{} B",
+            size_of_ask(&capturing)
+        );
+    }
+
     #[test]
     fn an_ask_still_referred_to_is_not_reused() {
         let errors: Arc<dyn AskErrors> = Arc::new(PlainErrors);

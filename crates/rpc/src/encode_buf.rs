@@ -71,7 +71,9 @@ thread_local! {
 /// Runs `write` to append one message to this thread's chunk, with room for at
 /// least `size_hint` bytes (or the last message's size, if larger) made
 /// first, and returns what it wrote as a `Bytes` sharing the chunk. Called
-/// re-entrantly (from inside `write`), it encodes into a buffer of its own instead.
+/// re-entrantly (from inside `write`), or while the thread is exiting and its
+/// chunk is gone (a send or ask from another thread-local's destructor), it
+/// encodes into a buffer of its own instead.
 ///
 /// # Errors
 /// What `write` returns; the bytes it wrote are then discarded.
@@ -79,11 +81,13 @@ pub(crate) fn encode_with<E>(
     size_hint: usize,
     write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Bytes, E> {
-    CHUNKS.with(|cell| match cell.try_borrow_mut() {
+    let mut write = Some(write);
+    let shared = CHUNKS.try_with(|cell| match cell.try_borrow_mut() {
         Ok(mut chunks) => {
+            let write = write.take().expect("taken once");
             let need = size_hint.max(CHUNK_MIN_FREE).max(chunks.last_len + 64);
             chunks.make_room(need);
-            match write(&mut chunks.current) {
+            Some(match write(&mut chunks.current) {
                 Ok(()) => {
                     let message = chunks.current.split().freeze();
                     chunks.last_len = message.len();
@@ -93,14 +97,20 @@ pub(crate) fn encode_with<E>(
                     chunks.current.clear();
                     Err(e)
                 }
-            }
+            })
         }
-        Err(_) => {
+        Err(_) => None,
+    });
+    match shared {
+        Ok(Some(result)) => result,
+        // Re-entered, or the thread's chunk is destroyed: a buffer of its own.
+        _ => {
+            let write = write.take().expect("not taken when the chunk was not used");
             let mut own = BytesMut::with_capacity(size_hint);
             write(&mut own)?;
             Ok(own.freeze())
         }
-    })
+    }
 }
 
 /// The rkyv [`Writer`] messages are serialized with: it appends to a

@@ -11,8 +11,10 @@
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::allocator::{Arena, ArenaHandle};
 use rkyv::{Archive, Archived, Deserialize, Serialize};
+
+use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 
@@ -67,11 +69,12 @@ where
 {
     fn encode(&self, out: &mut BytesMut) -> Result<(), RpcError> {
         let writer = ArchiveWriter(std::mem::take(out));
-        let writer = rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, writer).map_err(|e| {
-            RpcError::Serialize {
-                type_name: std::any::type_name::<T>(),
-                reason: e.to_string(),
-            }
+        let writer = with_arena(|arena| {
+            rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(self, writer, arena.acquire())
+        })
+        .map_err(|e| RpcError::Serialize {
+            type_name: std::any::type_name::<T>(),
+            reason: e.to_string(),
         })?;
         *out = writer.0;
         Ok(())
@@ -90,6 +93,32 @@ where
             reason: e.to_string(),
         })
     }
+}
+
+thread_local! {
+    /// This thread's serializer scratch space, kept between messages.
+    static ARENA: Cell<Option<Arena>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's serializer arena, as `rkyv::to_bytes_in` does
+/// with rkyv's own, except that a thread whose arena is already destroyed (a
+/// message sent from another thread-local's destructor while the thread
+/// exits) gets a fresh one instead of a panic, which would abort the process.
+/// Re-entered (a message serialized while serializing one), the inner call
+/// gets a fresh arena too.
+fn with_arena<O>(f: impl FnOnce(&mut Arena) -> O) -> O {
+    let mut arena = ARENA.try_with(Cell::take).ok().flatten().unwrap_or_default();
+    let result = f(&mut arena);
+    let capacity = arena.shrink();
+    let _ = ARENA.try_with(move |cell| {
+        if let Some(other) = cell.take()
+            && other.capacity() > capacity
+        {
+            arena = other;
+        }
+        cell.set(Some(arena));
+    });
+    result
 }
 
 /// A 64-bit fingerprint of a message type's name (FNV-1a), sent with every
