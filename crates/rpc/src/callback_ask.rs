@@ -2,7 +2,8 @@
 //! ([`RpcEndpointRef::ask_with`](crate::RpcEndpointRef::ask_with)).
 //!
 //! One object holds everything the ask needs until it is answered: the
-//! callback, the timer registration and the [`AskOrigin`]. The same object is
+//! callback, the timer registration, the [`AskOrigin`] and, once its request
+//! is registered on a connection, the [`SentRpc`] that a timeout forgets. The same object is
 //! the RPC's [`RpcResponseListener`], the timer's [`Expire`] action and, for a
 //! local endpoint, the [`Complete`] slot its reply fills, and a remote reply
 //! reaches the callback as [`Msg::Remote`], a reference into the receive
@@ -16,19 +17,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use transport::{RpcResponseListener, TransportError};
+use transport::{RpcResponseListener, TransportClient, TransportError};
 
 use crate::error::RpcError;
 use crate::message::{Msg, RpcMessage};
-use crate::promise::{AskOrigin, Complete, reply_error};
+use crate::promise::{AskOrigin, Complete, SentRpc, reply_error};
 use crate::recycler::recycled;
 use crate::timeout::{ArmedTimer, Expire, TimeoutScheduler};
 
+/// What an ask holds until it is answered.
+struct Pending<F> {
+    on_reply: F,
+    origin: AskOrigin,
+    /// Where its RPC is outstanding, once registered.
+    sent: Option<SentRpc>,
+}
+
 /// One ask's state, shared by the transport, the timer and a local endpoint.
 pub(crate) struct CallbackAsk<R, F> {
-    /// The callback and where the ask went, until it is answered: both are
-    /// dropped then, so a pooled, answered ask holds nothing of its asker's.
-    pending: Mutex<Option<(F, AskOrigin)>>,
+    /// Until the ask is answered; all of it is dropped then, so a pooled,
+    /// answered ask holds nothing of its asker's (nor its connection).
+    pending: Mutex<Option<Pending<F>>>,
     timer: ArmedTimer,
     _reply: PhantomData<fn(R)>,
 }
@@ -42,7 +51,11 @@ where
     /// allocation where this thread has a free one.
     pub(crate) fn new(origin: AskOrigin, on_reply: F) -> Arc<Self> {
         recycled(Self {
-            pending: Mutex::new(Some((on_reply, origin))),
+            pending: Mutex::new(Some(Pending {
+                on_reply,
+                origin,
+                sent: None,
+            })),
             timer: ArmedTimer::default(),
             _reply: PhantomData,
         })
@@ -56,9 +69,8 @@ where
         });
     }
 
-    /// The callback and origin, once: whoever takes them answers the ask.
-    /// Cancels the timer.
-    fn take(&self) -> Option<(F, AskOrigin)> {
+    /// What the ask holds, once: whoever takes it answers the ask. Cancels the timer.
+    fn take(&self) -> Option<Pending<F>> {
         let taken = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
         if taken.is_some() {
             self.timer.cancel();
@@ -67,15 +79,19 @@ where
     }
 
     /// Answers with what `result` makes of the ask's origin, unless already
-    /// answered; returns whether this call did.
-    fn answer<'a>(&self, result: impl FnOnce(&AskOrigin) -> Result<Msg<'a, R>, RpcError>) -> bool {
-        match self.take() {
-            Some((f, origin)) => {
-                f(result(&origin));
-                true
-            }
-            None => false,
+    /// answered; returns whether this call did. With `forget`, the ask's RPC
+    /// is removed from its connection first (the ask gives up on it).
+    fn answer<'a>(
+        &self,
+        forget: bool,
+        result: impl FnOnce(&AskOrigin) -> Result<Msg<'a, R>, RpcError>,
+    ) -> bool {
+        let Some(p) = self.take() else { return false };
+        if forget && let Some(sent) = p.sent {
+            sent.forget();
         }
+        (p.on_reply)(result(&p.origin));
+        true
     }
 }
 
@@ -85,7 +101,8 @@ where
     F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
 {
     fn expire(&self, timed_out: bool) {
-        self.answer(|origin| Err(origin.expiry_error(timed_out)));
+        // The connection's slot is free by the time the callback runs.
+        self.answer(true, |origin| Err(origin.expiry_error(timed_out)));
     }
 }
 
@@ -98,11 +115,18 @@ where
     fn on_response(self: Arc<Self>, _request_id: i64, result: Result<Bytes, TransportError>) {
         match result {
             Ok(bytes) => match R::access(&bytes) {
-                Ok(archived) => self.answer(|_| Ok(Msg::Remote(archived))),
-                Err(e) => self.answer(|_| Err(reply_error(e))),
+                Ok(archived) => self.answer(false, |_| Ok(Msg::Remote(archived))),
+                Err(e) => self.answer(false, |_| Err(reply_error(e))),
             },
-            Err(e) => self.answer(|origin| Err(origin.errors.transport_error(e))),
+            Err(e) => self.answer(false, |origin| Err(origin.errors.transport_error(e))),
         };
+    }
+
+    /// Keeps where the RPC is outstanding while the ask waits, for its timeout.
+    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+        if let Some(p) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            p.sent = Some(SentRpc::new(client, request_id));
+        }
     }
 }
 
@@ -112,7 +136,7 @@ where
     F: FnOnce(Result<Msg<'_, R>, RpcError>) + Send + 'static,
 {
     fn complete(&self, result: Result<R, RpcError>) -> bool {
-        self.answer(|_| result.map(Msg::Local))
+        self.answer(false, |_| result.map(Msg::Local))
     }
 }
 
@@ -207,7 +231,7 @@ mod tests {
     /// What a pooled ask costs beside its closure (as documented on
     /// `RpcEndpointRef::ask_with`): its state and the `Arc`'s two counts.
     #[test]
-    fn a_pooled_ask_takes_at_most_112_bytes_beside_its_closure() {
+    fn a_pooled_ask_takes_at_most_128_bytes_beside_its_closure() {
         fn size_of_ask<F>(_: &F) -> usize
         where
             F: FnOnce(Result<Msg<'_, u64>, RpcError>) + Send + 'static,
@@ -215,13 +239,13 @@ mod tests {
             std::mem::size_of::<CallbackAsk<u64, F>>() + 2 * std::mem::size_of::<usize>()
         }
         let zero_sized = |_: Result<Msg<'_, u64>, RpcError>| {};
-        assert!(size_of_ask(&zero_sized) <= 112, "{} B", size_of_ask(&zero_sized));
+        assert!(size_of_ask(&zero_sized) <= 128, "{} B", size_of_ask(&zero_sized));
         let big = [7u8; 1000];
         let capturing = move |_: Result<Msg<'_, u64>, RpcError>| {
             std::hint::black_box(big);
         };
         assert!(
-            size_of_ask(&capturing) <= 1000 + 112,
+            size_of_ask(&capturing) <= 1000 + 128,
             "{} B",
             size_of_ask(&capturing)
         );

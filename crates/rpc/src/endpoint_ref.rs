@@ -219,13 +219,17 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// are allocated. The recycler keeps them, answered and holding nothing
     /// of the asker's, until the thread exits: per thread and call site, as
     /// many as were ever in flight at once from it (256 at most), each the
-    /// size of the closure (what it captures) plus at most 112 bytes. The
+    /// size of the closure (what it captures) plus at most 128 bytes. The
     /// message is serialized into a shared per-thread buffer. Against three or
     /// more allocations for `ask(..).on_complete(..)`.
     /// `on_reply` runs on the thread that answers: the connection's event-loop
     /// thread for a remote reply, the endpoint's MessageLoop thread for a local
     /// one, the timer thread on a timeout, or the calling thread if the ask
-    /// fails at once. It must not block.
+    /// fails at once. It must not block. An ask that times out first removes
+    /// its request from the connection's outstanding RPCs (Spark's
+    /// `removeRpcRequest` on timeout), so a late answer is dropped and the
+    /// request no longer counts against `max_outstanding_rpcs_per_connection`;
+    /// `ask` and `ask_sync` do the same.
     ///
     /// # Errors
     /// Given to `on_reply`: as [`ask_with_timeout`](Self::ask_with_timeout).

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport::{RpcResponseListener, TransportError};
+use transport::{RpcResponseListener, TransportClient, TransportError};
 
 use crate::error::RpcError;
 use crate::message::RpcMessage;
@@ -63,6 +63,33 @@ impl AskOrigin {
     }
 }
 
+/// Where an ask's RPC is outstanding: the connection and the request id, as
+/// [`RpcResponseListener::on_registered`] tells them (Spark's
+/// `RpcOutboxMessage` keeps its `client` and `requestId` alike). An ask that
+/// times out [`forget`](Self::forget)s it, so that the connection's table
+/// of outstanding RPCs does not keep it (and count it against
+/// `max_outstanding_rpcs_per_connection`) until the connection closes.
+pub(crate) struct SentRpc {
+    client: TransportClient,
+    request_id: i64,
+}
+
+impl SentRpc {
+    /// Request `request_id` on `client`.
+    pub(crate) fn new(client: &TransportClient, request_id: i64) -> Self {
+        Self {
+            client: client.clone(),
+            request_id,
+        }
+    }
+
+    /// Removes the request from its connection's outstanding RPCs (Spark's
+    /// `TransportClient.removeRpcRequest`); a later answer is then ignored.
+    pub(crate) fn forget(self) {
+        self.client.remove_rpc_request(self.request_id);
+    }
+}
+
 /// Where an ask went, kept in its promise for the errors it may end with.
 pub(crate) struct AskOrigin {
     /// The endpoint asked, for the timeout error.
@@ -78,6 +105,9 @@ pub(crate) struct Shared<T> {
     cond: Condvar,
     timer: ArmedTimer,
     origin: Option<AskOrigin>,
+    /// The RPC, once registered and while the ask waits. Locked after
+    /// `state` where both are.
+    sent: Mutex<Option<SentRpc>>,
 }
 
 /// The side that fills the slot. Cheap to clone; the first `complete` wins.
@@ -90,8 +120,22 @@ impl<T> Clone for Completer<T> {
 }
 
 impl<T> Shared<T> {
-    /// Fills the slot unless it is already filled; returns whether this call filled it.
+    fn sent(&self) -> std::sync::MutexGuard<'_, Option<SentRpc>> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fills the slot unless it is already filled; returns whether this call
+    /// filled it. The RPC's registration, if any, is let go: answered, it is
+    /// no longer outstanding anyway.
     fn complete(&self, result: Result<T, RpcError>) -> bool {
+        let filled = self.fill(result);
+        if filled {
+            drop(self.sent().take());
+        }
+        filled
+    }
+
+    fn fill(&self, result: Result<T, RpcError>) -> bool {
         let waker = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *st, State::Taken) {
@@ -125,12 +169,22 @@ impl<T> Shared<T> {
 }
 
 impl<T: Send + 'static> Expire for Shared<T> {
+    /// Fails the ask, and forgets its RPC first, so that its connection can
+    /// take another by the time anyone sees the timeout.
     fn expire(&self, timed_out: bool) {
         let error = match &self.origin {
             Some(o) => o.expiry_error(timed_out),
             None => RpcError::EnvStopped,
         };
-        self.complete(Err(error));
+        if let Some(sent) = self.sent().take() {
+            sent.forget();
+        }
+        if self.fill(Err(error)) {
+            // Registered just as the deadline passed: forgotten too.
+            if let Some(sent) = self.sent().take() {
+                sent.forget();
+            }
+        }
     }
 }
 
@@ -146,6 +200,14 @@ impl<T: RpcMessage> RpcResponseListener for Shared<T> {
             }),
         };
         self.complete(outcome);
+    }
+
+    /// Keeps where the RPC is outstanding while the ask waits, for its timeout.
+    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*st, State::Pending(_) | State::Callback(_)) {
+            *self.sent() = Some(SentRpc::new(client, request_id));
+        }
     }
 }
 
@@ -232,6 +294,7 @@ fn pending_with<T>(origin: Option<AskOrigin>) -> (Completer<T>, AskFuture<T>) {
         cond: Condvar::new(),
         timer: ArmedTimer::default(),
         origin,
+        sent: Mutex::new(None),
     });
     (Completer(shared.clone()), AskFuture(shared))
 }

@@ -6,10 +6,9 @@
 //! timed-out asks must not make the next ask on that connection refused.
 //! On both IO modes, for `ask_with` and for `ask`.
 //!
-//! Ignored: a known bug, not fixed yet (found by review; both fail today,
-//! `cargo test -p rpc --test timed_out_asks -- --ignored`). The fix: the
-//! RPC's sender records (connection, request id) in the ask when the request
-//! goes out, and the ask's timeout calls `TransportClient::remove_rpc_request`.
+//! Found by review (both failed); fixed by `RpcResponseListener::on_registered`:
+//! the transport tells the ask its (connection, request id) when the request
+//! is registered, and the ask's timeout calls `TransportClient::remove_rpc_request`.
 
 #![allow(missing_docs)]
 
@@ -79,12 +78,20 @@ fn timed_out_asks_free_their_outstanding_entries(mode: IoMode) {
             let done = done.clone();
             if n % 2 == 0 {
                 silent.ask_with(n, move |r: Result<Msg<'_, u64>, RpcError>| {
-                    let _ = done.send(r.err().map(|e| e.to_string()));
+                    let _ = done.send(
+                        r.err()
+                            .map(|e| (matches!(e, RpcError::AskTimeout { .. }), e.to_string())),
+                    );
                 });
             } else {
                 let future = silent.ask(n);
                 std::thread::spawn(move || {
-                    let _ = done.send(future.wait().err().map(|e| e.to_string()));
+                    let _ = done.send(
+                        future
+                            .wait()
+                            .err()
+                            .map(|e| (matches!(e, RpcError::AskTimeout { .. }), e.to_string())),
+                    );
                 });
             }
         }
@@ -93,7 +100,7 @@ fn timed_out_asks_free_their_outstanding_entries(mode: IoMode) {
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("{mode:?}: an ask to the silent endpoint never ended"));
             assert!(
-                error.as_deref().is_some_and(|e| e.contains("timed out")),
+                error.as_ref().is_some_and(|(timed_out, _)| *timed_out),
                 "{mode:?}: round {round}: {error:?}"
             );
         }
@@ -108,13 +115,11 @@ fn timed_out_asks_free_their_outstanding_entries(mode: IoMode) {
 }
 
 #[test]
-#[ignore = "known bug: a timed-out ask stays in the transport's outstanding-RPC map"]
 fn timed_out_asks_free_their_outstanding_entries_on_epoll() {
     timed_out_asks_free_their_outstanding_entries(IoMode::Epoll);
 }
 
 #[test]
-#[ignore = "known bug: a timed-out ask stays in the transport's outstanding-RPC map"]
 fn timed_out_asks_free_their_outstanding_entries_on_io_uring() {
     timed_out_asks_free_their_outstanding_entries(IoMode::IoUring);
 }

@@ -62,6 +62,18 @@ pub trait RpcResponseListener: Send + Sync + 'static {
     /// One listener may serve many requests; the id tells them apart. A caller
     /// that fails a request it could not send passes -1.
     fn on_response(self: Arc<Self>, request_id: i64, result: Result<Bytes, TransportError>);
+
+    /// Told by [`TransportClient::send_rpc_with`] that the request is now
+    /// outstanding on `client` under `request_id`, before its frame is
+    /// queued (so before any answer can come). A listener that may give up
+    /// waiting (an ask that times out) keeps the two and calls
+    /// [`TransportClient::remove_rpc_request`] then, as Spark's
+    /// `RpcOutboxMessage` keeps its client and request id for `onTimeout`.
+    /// Called with the connection's table of outstanding RPCs locked: it must
+    /// not call back into `client`. Does nothing by default.
+    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+        let _ = (client, request_id);
+    }
 }
 
 /// What answers one outstanding RPC: a boxed closure or a shared listener.
@@ -405,6 +417,10 @@ impl TransportClient {
                 };
                 return Err((e, handler));
             }
+            if let ResponseHandler::Listener(listener) = &handler {
+                // Under the lock: a `remove_rpc_request` for this id comes after both.
+                listener.on_registered(self, request_id);
+            }
             outstanding.insert(request_id, handler);
         }
         if let Err(e) = self.queue(frame) {
@@ -418,10 +434,13 @@ impl TransportClient {
     }
 
     /// Forgets an outstanding RPC (its answer, if it comes, is ignored): for a
-    /// caller that gave up waiting, such as an ask that timed out. Returns
-    /// whether it was outstanding; its callback is dropped without being called.
+    /// caller that gave up waiting, such as an ask that timed out (Spark's
+    /// `TransportClient.removeRpcRequest`). Returns whether it was
+    /// outstanding; its handler is dropped without being called, after the
+    /// table is unlocked.
     pub fn remove_rpc_request(&self, request_id: i64) -> bool {
-        self.outstanding().remove(&request_id).is_some()
+        let removed = self.outstanding().remove(&request_id);
+        removed.is_some()
     }
 
     /// Sends a OneWayMessage (Spark's `TransportClient.send`): no answer expected.

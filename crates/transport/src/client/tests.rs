@@ -246,3 +246,55 @@ fn attachment_is_set_once_and_typed() {
     assert_eq!(c.clone().attachment::<u32>(), Some(&7));
     assert!(c.attachment::<u64>().is_none(), "another type");
 }
+
+/// Records what `on_registered` was told and what the frames queue held then.
+struct Registering {
+    frames: Arc<Mutex<Vec<EncodedFrame>>>,
+    seen: Mutex<Vec<(ConnectionId, i64, usize)>>,
+}
+
+impl RpcResponseListener for Registering {
+    fn on_response(self: Arc<Self>, _: i64, _: Result<Bytes, TransportError>) {}
+
+    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+        let queued = self.frames.lock().unwrap().len();
+        self.seen.lock().unwrap().push((client.id(), request_id, queued));
+    }
+}
+
+#[test]
+fn a_listener_is_told_its_request_id_before_the_frame_is_queued_and_can_be_removed() {
+    let (c, frames, _) = client(&TransportConf::default());
+    let listener = Arc::new(Registering {
+        frames: frames.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let first = c
+        .send_rpc_with(
+            Bytes::from_static(b"a"),
+            ResponseHandler::Listener(listener.clone()),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let second = c
+        .send_rpc_with(
+            Bytes::from_static(b"b"),
+            ResponseHandler::Listener(listener.clone()),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(
+        *listener.seen.lock().unwrap(),
+        vec![(c.id(), first, 0), (c.id(), second, 1)],
+        "each id, before its own frame was queued"
+    );
+    assert_eq!(c.outstanding_rpcs(), 2);
+    assert!(c.remove_rpc_request(first), "the first was outstanding");
+    assert!(!c.remove_rpc_request(first), "and is no longer");
+    assert_eq!(c.outstanding_rpcs(), 1);
+    assert_eq!(
+        Arc::strong_count(&listener),
+        2,
+        "the removed entry's reference was dropped"
+    );
+}
