@@ -24,7 +24,10 @@
 //! - **Close**: whoever ends the connection (EOF, an error, `close()`, the
 //!   transport's shutdown) leads to the [`ConnectionGuard`] being dropped on the
 //!   loop thread, which refuses further sends, fails outstanding RPCs, and
-//!   calls `channel_inactive`, exactly once.
+//!   calls `channel_inactive`, exactly once. Handler calls made as a
+//!   connection starts or ends are run under [`transport::contain_panic`]:
+//!   a panic there is logged, and the loop (and the process: `Drop` may run
+//!   while a handler's panic unwinds the reader) goes on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,7 +195,11 @@ impl Drop for ConnectionGuard {
             r.remove(self.client.id());
         }
         self.client.connection_closed(&reason);
-        self.handler.channel_inactive(&self.client);
+        // Contained: this may run while a panic unwinds the reader task, and
+        // a second panic there would abort the process.
+        transport::contain_panic("channel_inactive", self.client.peer_addr(), || {
+            self.handler.channel_inactive(&self.client)
+        });
     }
 }
 
@@ -229,7 +236,7 @@ pub(crate) fn start(stream: TcpStream, p: ConnectionParams) -> std::io::Result<T
         r.insert(&client);
     }
     let (rd, wr) = stream.into_split();
-    p.handler.channel_active(&client);
+    transport::contain_panic("channel_active", peer, || p.handler.channel_active(&client));
     tokio::spawn(write_loop(sink.clone(), wr, client.clone(), p.handler.clone()));
     let guard = ConnectionGuard {
         sink: sink.clone(),
@@ -317,12 +324,16 @@ async fn read_loop(
                     peer: client.peer_addr(),
                     source,
                 };
-                handler.exception_caught(client, &e);
+                transport::contain_panic("exception_caught", client.peer_addr(), || {
+                    handler.exception_caught(client, &e)
+                });
                 e.to_string()
             }
         },
         Err(e) => {
-            handler.exception_caught(client, &e);
+            transport::contain_panic("exception_caught", client.peer_addr(), || {
+                handler.exception_caught(client, &e)
+            });
             e.to_string()
         }
     };
@@ -413,7 +424,9 @@ async fn write_loop(
 fn fail(client: &TransportClient, handler: &dyn TransportHandler, e: std::io::Error) {
     let err = TransportError::io("write to", client.peer_addr(), &e);
     if client.is_active() {
-        handler.exception_caught(client, &err);
+        transport::contain_panic("exception_caught", client.peer_addr(), || {
+            handler.exception_caught(client, &err)
+        });
     }
     client.close();
 }

@@ -200,7 +200,9 @@ impl EventLoop {
         if self.send_scratch.len() < self.conns.len() {
             self.send_scratch.push(crate::send::SendScratch::new());
         }
-        p.handler.channel_active(&client);
+        transport::contain_panic("channel_active", client.peer_addr(), || {
+            p.handler.channel_active(&client)
+        });
         // Arms the recv (and flushes anything `channel_active` sent) this turn.
         self.mark_dirty(key);
         Ok(client)
@@ -488,7 +490,9 @@ impl EventLoop {
         }
         conn.closing = true;
         if let Some(e) = &error {
-            conn.handler.exception_caught(&conn.client, e);
+            transport::contain_panic("exception_caught", conn.client.peer_addr(), || {
+                conn.handler.exception_caught(&conn.client, e)
+            });
         }
         let reason = conn
             .sink
@@ -497,7 +501,9 @@ impl EventLoop {
             r.remove(conn.id);
         }
         conn.client.connection_closed(&reason);
-        conn.handler.channel_inactive(&conn.client);
+        transport::contain_panic("channel_inactive", conn.client.peer_addr(), || {
+            conn.handler.channel_inactive(&conn.client)
+        });
         let (recv, send) = (conn.recv.map(|(op, _)| op), conn.send);
         for op in [recv, send].into_iter().flatten() {
             self.ops.cancel(op);

@@ -522,18 +522,22 @@ impl TransportClient {
     /// Fails every outstanding RPC with `ConnectionClosed { reason }`, and
     /// zeroes the queued-bytes and in-flight counts (the backend drops what was
     /// queued). For backends: call once the sink refuses new frames, so no RPC
-    /// can be registered after this and never answered.
+    /// can be registered after this and never answered. A callback that
+    /// panics is logged (`error`) and the others are still failed, so the
+    /// backend goes on to close the connection as it would have.
     pub fn connection_closed(&self, reason: &str) {
         self.inner.queued_bytes.store(0, Ordering::SeqCst);
         self.inner.in_flight_requests.store(0, Ordering::SeqCst);
         let pending: Vec<_> = self.outstanding().drain().collect();
         for (request_id, handler) in pending {
-            handler.call(
-                request_id,
-                Err(TransportError::ConnectionClosed {
-                    peer: self.inner.peer_addr,
-                    reason: reason.to_string(),
-                }),
+            let error = TransportError::ConnectionClosed {
+                peer: self.inner.peer_addr,
+                reason: reason.to_string(),
+            };
+            crate::contain_panic(
+                "a response callback (its RPC failed: the connection closed)",
+                self.inner.peer_addr,
+                || handler.call(request_id, Err(error)),
             );
         }
     }

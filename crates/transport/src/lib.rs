@@ -48,6 +48,7 @@ mod client;
 mod client_factory;
 mod conf;
 mod connection_limit;
+mod contain;
 mod decoder;
 mod error;
 mod frame;
@@ -70,6 +71,7 @@ pub use client::{
 pub use client_factory::TransportClientFactory;
 pub use conf::{ConfError, ENV_PREFIX, IoMode, KEYS as CONF_KEYS, MAX_SPIN_BEFORE_PARK_US, TransportConf};
 pub use connection_limit::{ConnectionPermit, is_power_of_ten, log_refused_connection};
+pub use contain::contain_panic;
 pub use decoder::FrameDecoder;
 pub use error::{DecodeError, TransportError};
 pub use frame::{EncodedFrame, Frame, FrameSizeError};

@@ -248,3 +248,137 @@ pub fn oversized_send_fails_without_closing(factory: &TransportFactory) {
     expect_no_event(&client_events, "client-side close after refused sends", closed);
     shutdown(&t);
 }
+
+/// A response callback that panics when its connection closes under it (the
+/// RPC failed with `ConnectionClosed`) ends nothing else: the other RPCs
+/// outstanding on that connection still fail with `ConnectionClosed`, the
+/// connection's handler still hears `channel_inactive`, and another
+/// connection on the same event loop (one client thread) still works, as does
+/// a new one. The panic is the caller's bug; the transport survives it, as
+/// Netty survives an exception thrown from a listener.
+pub fn a_callback_panicking_as_its_connection_closes_harms_nothing_else(factory: &TransportFactory) {
+    let t = factory(TransportConf {
+        server_threads: 1,
+        client_threads: 1,
+        ..test_conf()
+    });
+    // The server closes a connection that sends "close"; it answers nothing
+    // else on it, and echoes on the others.
+    let (server_probe, _server_events) = Probe::new(false, |client, id, body| {
+        if &body[..] == b"close" {
+            client.close();
+        } else if &body[..] != b"hold" {
+            super::support::echo_reply(client, id, body);
+        }
+    });
+    let server = serve(&t, server_probe);
+    let addr = server.local_addr();
+    let (doomed_probe, doomed_events) = Probe::echo();
+    let doomed = connect(&t, addr, doomed_probe);
+    let (other_probe, _other_events) = Probe::echo();
+    let other = connect(&t, addr, other_probe);
+    assert_echo_works(&other, "before");
+
+    let (failed_tx, failed_rx) = mpsc::channel();
+    for _ in 0..2 {
+        let failed_tx = failed_tx.clone();
+        doomed
+            .send_rpc(Bytes::from_static(b"hold"), move |r| {
+                let _ = failed_tx.send(matches!(r, Err(TransportError::ConnectionClosed { .. })));
+            })
+            .expect("send a held request");
+    }
+    doomed
+        .send_rpc(Bytes::from_static(b"close"), |r| {
+            panic!("this response callback panics on purpose (conformance case), with {r:?}")
+        })
+        .expect("send the request that closes the connection");
+    for i in 0..2 {
+        let closed = failed_rx
+            .recv_timeout(super::support::TIMEOUT)
+            .unwrap_or_else(|_| panic!("held RPC {i} was never failed after a callback panicked"));
+        assert!(closed, "held RPC {i} failed, but not with ConnectionClosed");
+    }
+    wait_event(
+        &doomed_events,
+        "channel_inactive of the connection whose callback panicked",
+        |e| matches!(e, Event::Inactive { .. }),
+    );
+    assert!(
+        !doomed.is_active(),
+        "the closed connection still says it is active"
+    );
+    assert_echo_works(
+        &other,
+        "after a callback panicked on another connection of the same event loop",
+    );
+    let (fresh_probe, _fresh_events) = Probe::echo();
+    let fresh = connect(&t, addr, fresh_probe);
+    assert_echo_works(&fresh, "a connection made after a callback panicked");
+    drop(server);
+    shutdown(&t);
+}
+
+/// Echoes requests, and panics in `channel_inactive` and `exception_caught`.
+struct PanickingOnClose {
+    inactive: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::TransportHandler for PanickingOnClose {
+    fn receive_rpc(&self, client: &TransportClient, request_id: i64, body: Bytes) {
+        super::support::echo_reply(client, request_id, body);
+    }
+
+    fn receive_one_way(&self, _client: &TransportClient, _body: Bytes) {}
+
+    fn channel_inactive(&self, _client: &TransportClient) {
+        self.inactive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("channel_inactive panics on purpose (conformance case)");
+    }
+
+    fn exception_caught(&self, _client: &TransportClient, error: &TransportError) {
+        panic!("exception_caught panics on purpose (conformance case): {error}");
+    }
+}
+
+/// A server handler that panics in `channel_inactive` (and in
+/// `exception_caught`) as connections end, on a server with one event loop:
+/// the loop goes on serving the other connections and accepting new ones.
+pub fn a_handler_panicking_as_connections_end_harms_no_other(factory: &TransportFactory) {
+    let t = factory(TransportConf {
+        server_threads: 1,
+        ..test_conf()
+    });
+    let handler = std::sync::Arc::new(PanickingOnClose {
+        inactive: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let server = t
+        .bind(super::support::any_local_port(), handler.clone())
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+    let addr = server.local_addr();
+    let (probe, _events) = Probe::echo();
+    let staying = connect(&t, addr, probe);
+    assert_echo_works(&staying, "before");
+    for round in 0..3 {
+        let (probe, _events) = Probe::echo();
+        let leaving = connect(&t, addr, probe);
+        assert_echo_works(&leaving, &format!("round {round}: the connection about to close"));
+        leaving.close();
+        // A peer that sends bytes that do not decode: exception_caught, then channel_inactive.
+        let mut raw = raw_connect(addr);
+        raw.write_all(&[0xff; 32]).expect("write bad input");
+        expect_closed_by_peer(&mut raw, &format!("round {round}: a peer that sent bad input"));
+        super::support::wait_until("the server's handler heard both connections end", || {
+            handler.inactive.load(std::sync::atomic::Ordering::SeqCst) >= 2 * (round + 1)
+        });
+        assert_echo_works(
+            &staying,
+            &format!("round {round}: after the handler panicked twice"),
+        );
+    }
+    let (probe, _events) = Probe::echo();
+    let fresh = connect(&t, addr, probe);
+    assert_echo_works(&fresh, "a connection made after the handler panicked");
+    drop(server);
+    shutdown(&t);
+}

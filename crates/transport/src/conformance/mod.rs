@@ -60,7 +60,9 @@ pub mod write_order;
 
 pub use auth::{auth_secret_gates_connections, close_after_flush_delivers_queued_frames};
 pub use faults::{
-    bad_input_closes_only_that_connection, oversized_send_fails_without_closing, peer_closing_mid_frame,
+    a_callback_panicking_as_its_connection_closes_harms_nothing_else,
+    a_handler_panicking_as_connections_end_harms_no_other, bad_input_closes_only_that_connection,
+    oversized_send_fails_without_closing, peer_closing_mid_frame,
 };
 pub use lifecycle::{
     channel_events_once_per_connection, connect_refused_fails_promptly, decode_error_on_client_is_reported,
@@ -126,6 +128,8 @@ macro_rules! conformance_suite {
             io_mode_and_pooled_reads,
             peer_closing_mid_frame,
             bad_input_closes_only_that_connection,
+            a_callback_panicking_as_its_connection_closes_harms_nothing_else,
+            a_handler_panicking_as_connections_end_harms_no_other,
             oversized_send_fails_without_closing,
             close_after_flush_delivers_queued_frames,
             auth_secret_gates_connections,
