@@ -165,7 +165,7 @@ impl RpcHandler {
     fn deliver(&self, client: &TransportClient, body: Bytes, reply: Option<i64>) {
         if let Some(request_id) = reply {
             if let Err(e) = self.post(client, body, reply) {
-                let _ = client.send_failure(request_id, &e.to_string());
+                let _ = client.send_failure(request_id, &failure_text(&e));
             }
             return;
         }
@@ -332,11 +332,43 @@ impl TransportHandler for RpcHandler {
     }
 }
 
+/// The text of the RpcFailure that answers an ask this RpcEnv could not take.
+/// `EnvStopped` says which env stopped: read by the asker, "the RpcEnv is
+/// stopped" would name its own.
+fn failure_text(e: &RpcError) -> String {
+    match e {
+        RpcError::EnvStopped => {
+            "the RpcEnv asked is shutting down and takes no more messages; ask another, or again once it is back"
+                .to_string()
+        }
+        e => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn powers_of_ten() {
         let hits: Vec<u64> = (0..=1000).filter(|n| super::is_power_of_ten(*n)).collect();
         assert_eq!(hits, [1, 10, 100, 1000]);
+    }
+
+    #[test]
+    fn a_stopped_env_s_failure_names_the_env_asked() {
+        use crate::error::RpcError;
+        use transport::TransportError;
+        let text = super::failure_text(&RpcError::EnvStopped);
+        let seen = RpcError::from_transport(TransportError::RemoteFailure { message: text }).to_string();
+        assert!(seen.contains("the RpcEnv asked is shutting down"), "{seen}");
+        assert!(
+            !seen.contains("create a new one"),
+            "reads as the asker's own env: {seen}"
+        );
+        let other = RpcError::NoReply { name: "kv".into() };
+        assert_eq!(
+            super::failure_text(&other),
+            other.to_string(),
+            "other errors keep their text"
+        );
     }
 }
