@@ -122,10 +122,16 @@ where
         };
     }
 
-    /// Keeps where the RPC is outstanding while the ask waits, for its timeout.
-    fn on_registered(&self, client: &TransportClient, request_id: i64) {
-        if let Some(p) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            p.sent = Some(SentRpc::new(client, request_id));
+    /// Keeps where the RPC is outstanding while the ask waits, for its
+    /// timeout; an ask already answered (it timed out while queued in the
+    /// Outbox) wants no registration.
+    fn on_registered(&self, client: &TransportClient, request_id: i64) -> bool {
+        match self.pending.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(p) => {
+                p.sent = Some(SentRpc::new(client, request_id));
+                true
+            }
+            None => false,
         }
     }
 }

@@ -202,12 +202,16 @@ impl<T: RpcMessage> RpcResponseListener for Shared<T> {
         self.complete(outcome);
     }
 
-    /// Keeps where the RPC is outstanding while the ask waits, for its timeout.
-    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+    /// Keeps where the RPC is outstanding while the ask waits, for its
+    /// timeout; an ask already completed (it timed out while queued in the
+    /// Outbox) wants no registration.
+    fn on_registered(&self, client: &TransportClient, request_id: i64) -> bool {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(*st, State::Pending(_) | State::Callback(_)) {
+        let waiting = matches!(*st, State::Pending(_) | State::Callback(_));
+        if waiting {
             *self.sent() = Some(SentRpc::new(client, request_id));
         }
+        waiting
     }
 }
 

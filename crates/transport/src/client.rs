@@ -70,9 +70,19 @@ pub trait RpcResponseListener: Send + Sync + 'static {
     /// [`TransportClient::remove_rpc_request`] then, as Spark's
     /// `RpcOutboxMessage` keeps its client and request id for `onTimeout`.
     /// Called with the connection's table of outstanding RPCs locked: it must
-    /// not call back into `client`. Does nothing by default.
-    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+    /// not call back into `client`.
+    ///
+    /// Returns whether the listener still waits for the answer. `false` (an
+    /// ask that timed out while the request was queued before its connection
+    /// was ready, so had nothing to remove then) leaves the request out of
+    /// the table: the frame is still sent, as Spark's `Outbox` sends a
+    /// timed-out message it still holds, but its answer, if one comes, is
+    /// ignored, and it neither stays until the connection closes nor counts
+    /// against `max_outstanding_rpcs_per_connection`. The listener is then
+    /// dropped without being called. Returns `true` by default.
+    fn on_registered(&self, client: &TransportClient, request_id: i64) -> bool {
         let _ = (client, request_id);
+        true
     }
 }
 
@@ -408,7 +418,7 @@ impl TransportClient {
             Err(e) => return Err((e, handler)),
         };
         // Register before sending: the response may arrive before `send` returns.
-        {
+        let unwanted = {
             let mut outstanding = self.outstanding();
             if outstanding.len() >= self.inner.max_outstanding {
                 let e = TransportError::TooManyOutstandingRpcs {
@@ -417,12 +427,20 @@ impl TransportClient {
                 };
                 return Err((e, handler));
             }
-            if let ResponseHandler::Listener(listener) = &handler {
-                // Under the lock: a `remove_rpc_request` for this id comes after both.
-                listener.on_registered(self, request_id);
+            // Under the lock: a `remove_rpc_request` for this id comes after both.
+            let wanted = match &handler {
+                ResponseHandler::Listener(listener) => listener.on_registered(self, request_id),
+                ResponseHandler::Callback(_) => true,
+            };
+            if wanted {
+                outstanding.insert(request_id, handler);
+                None
+            } else {
+                Some(handler)
             }
-            outstanding.insert(request_id, handler);
-        }
+        };
+        // Nobody waits for this one's answer (dropped with the table unlocked).
+        drop(unwanted);
         if let Err(e) = self.queue(frame) {
             return match self.outstanding().remove(&request_id) {
                 Some(handler) => Err((e, handler)),

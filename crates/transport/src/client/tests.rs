@@ -256,9 +256,10 @@ struct Registering {
 impl RpcResponseListener for Registering {
     fn on_response(self: Arc<Self>, _: i64, _: Result<Bytes, TransportError>) {}
 
-    fn on_registered(&self, client: &TransportClient, request_id: i64) {
+    fn on_registered(&self, client: &TransportClient, request_id: i64) -> bool {
         let queued = self.frames.lock().unwrap().len();
         self.seen.lock().unwrap().push((client.id(), request_id, queued));
+        true
     }
 }
 
@@ -297,4 +298,32 @@ fn a_listener_is_told_its_request_id_before_the_frame_is_queued_and_can_be_remov
         2,
         "the removed entry's reference was dropped"
     );
+}
+
+/// Has given up on its answer before its request was registered.
+struct GaveUp;
+
+impl RpcResponseListener for GaveUp {
+    fn on_response(self: Arc<Self>, _: i64, _: Result<Bytes, TransportError>) {
+        panic!("a listener that wants no answer is never called");
+    }
+
+    fn on_registered(&self, _: &TransportClient, _: i64) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_listener_that_wants_no_answer_is_sent_but_not_registered() {
+    let (c, frames, _) = client(&TransportConf::default());
+    let listener = Arc::new(GaveUp);
+    c.send_rpc_with(
+        Bytes::from_static(b"a"),
+        ResponseHandler::Listener(listener.clone()),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    assert_eq!(frames.lock().unwrap().len(), 1, "the frame is still sent");
+    assert_eq!(c.outstanding_rpcs(), 0, "and not outstanding");
+    assert_eq!(Arc::strong_count(&listener), 1, "the listener was dropped");
 }
