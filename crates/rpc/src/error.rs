@@ -212,22 +212,30 @@ impl RpcError {
 
     /// Reads back the typed errors a remote RpcEnv sends as the text of an
     /// RpcFailure, so that a remote ask fails with the same variant as a local one.
+    /// Only a text that is exactly such an error's is typed (anything else,
+    /// or more, stays a [`RpcError::RemoteFailure`] with all of it); a name is
+    /// cut at the last delimiter, since an endpoint name may hold any text and
+    /// the rest (an address, a count, fixed words) holds no delimiter.
     fn parse_remote(message: &str) -> Option<Self> {
         Self::parse_inbox_full(message)
             .or_else(|| Self::parse_endpoint_not_found(message))
             .or_else(|| Self::parse_endpoint_named(message))
+            .filter(|typed| typed.to_string() == message)
     }
 
     /// Reads an [`RpcError::EndpointStopped`] or [`RpcError::NoReply`] back
     /// from its text, as a remote RpcEnv sent it.
     fn parse_endpoint_named(message: &str) -> Option<Self> {
         let rest = message.strip_prefix("endpoint `")?;
-        if let Some((name, _)) = rest.split_once("` is stopped and answers nothing more") {
-            return Some(Self::EndpointStopped {
+        if let Some((name, _)) = rest.rsplit_once("` is stopped and answers nothing more") {
+            let stopped = Self::EndpointStopped {
                 name: name.to_string(),
-            });
+            };
+            if stopped.to_string() == message {
+                return Some(stopped);
+            }
         }
-        let (name, tail) = rest.split_once("` dropped the call without replying")?;
+        let (name, tail) = rest.rsplit_once("` dropped the call without replying")?;
         tail.is_empty().then(|| Self::NoReply {
             name: name.to_string(),
         })
@@ -236,8 +244,8 @@ impl RpcError {
     /// Reads an [`RpcError::EndpointNotFound`] back from its text, as a remote RpcEnv sent it.
     fn parse_endpoint_not_found(message: &str) -> Option<Self> {
         let rest = message.strip_prefix("no endpoint named `")?;
-        let (name, rest) = rest.split_once("` at ")?;
-        let (address, _) = rest.split_once("; check the name")?;
+        let (rest, _) = rest.rsplit_once("; check the name")?;
+        let (name, address) = rest.rsplit_once("` at ")?;
         Some(Self::EndpointNotFound {
             name: name.to_string(),
             address: address.to_string(),
@@ -247,7 +255,7 @@ impl RpcError {
     /// Reads an [`RpcError::InboxFull`] back from its text, as a remote RpcEnv sent it.
     fn parse_inbox_full(message: &str) -> Option<Self> {
         let rest = message.strip_prefix("the inbox of endpoint `")?;
-        let (endpoint, rest) = rest.split_once("` is full (")?;
+        let (endpoint, rest) = rest.rsplit_once("` is full (")?;
         let (capacity, _) = rest.split_once(" messages waiting)")?;
         Some(Self::InboxFull {
             endpoint: endpoint.to_string(),
@@ -302,5 +310,75 @@ mod tests {
             message: "boom".into(),
         });
         assert!(matches!(other, RpcError::RemoteFailure { .. }));
+    }
+
+    /// The typed errors whose text names an endpoint, for `name`.
+    fn named(name: &str) -> [RpcError; 4] {
+        [
+            RpcError::EndpointNotFound {
+                name: name.into(),
+                address: "127.0.0.1:7077".into(),
+            },
+            RpcError::EndpointStopped { name: name.into() },
+            RpcError::NoReply { name: name.into() },
+            RpcError::InboxFull {
+                endpoint: name.into(),
+                capacity: 12,
+            },
+        ]
+    }
+
+    /// What a remote asker makes of `message` sent as an RpcFailure.
+    fn read_back(message: String) -> RpcError {
+        RpcError::from_transport(TransportError::RemoteFailure { message })
+    }
+
+    /// A peer names its endpoints as it likes: a name holding the texts'
+    /// own delimiters must come back whole, not cut at the first delimiter.
+    #[test]
+    fn names_holding_the_delimiters_come_back_whole() {
+        for name in [
+            "a` at b",
+            "a` at b; check the name",
+            "x` is stopped and answers nothing more",
+            "y` dropped the call without replying",
+            "z` is full (3 messages waiting)",
+        ] {
+            for e in named(name) {
+                let back = read_back(e.to_string());
+                assert_eq!(format!("{back:?}"), format!("{e:?}"));
+            }
+        }
+    }
+
+    /// Text that is not exactly one of the typed errors stays a RemoteFailure
+    /// with all of it, rather than typed with the rest lost.
+    #[test]
+    fn other_text_is_not_typed() {
+        for message in [
+            "endpoint `kv` is stopped and answers nothing more, said the custom handler",
+            "no endpoint named `kv` at 1.2.3.4:5; check the name (custom text follows)",
+            "the inbox of endpoint `kv` is full (12 messages waiting) is what I claim",
+        ] {
+            let back = read_back(message.into());
+            assert!(
+                matches!(&back, RpcError::RemoteFailure { message: m } if m == message),
+                "{message:?} -> {back:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer sends: no panic, and a typed error reads exactly as the text sent.
+        #[test]
+        fn any_failure_text_reads_back_as_sent(text in ".{0,40}", name in ".{0,12}") {
+            let back = read_back(text.clone());
+            proptest::prop_assert!(matches!(back, RpcError::RemoteFailure { .. }) || back.to_string() == text, "{:?}", back);
+            for e in named(&name) {
+                let back = read_back(e.to_string());
+                proptest::prop_assert_eq!(back.to_string(), e.to_string());
+                proptest::prop_assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&e));
+            }
+        }
     }
 }
