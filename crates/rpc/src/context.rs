@@ -80,13 +80,31 @@ thread_local! {
     static DROPPING_STOPPED_ENDPOINT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Drops `endpoint`, whose `on_stop` has run: the contexts of the asks it
-/// still held fail with [`RpcError::EndpointStopped`] rather than
-/// [`RpcError::NoReply`], since it was stopped, not careless.
-pub(crate) fn drop_stopped_endpoint<E>(endpoint: E) {
+/// Drops `endpoint` (named `name`), whose `on_stop` has run: the contexts of
+/// the asks it still held fail with [`RpcError::EndpointStopped`] rather than
+/// [`RpcError::NoReply`], since it was stopped, not careless. A panic while it
+/// drops (its own `Drop`, or a local asker's `ask_with` callback that its
+/// failing asks run) is logged at `error` and goes no further: the thread is
+/// a MessageLoop thread that other endpoints share, and it is no longer
+/// taken to be dropping a stopped endpoint afterwards.
+pub(crate) fn drop_stopped_endpoint<E>(endpoint: E, name: &str) {
+    /// Clears the flag however the drop ends.
+    struct Dropped;
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = DROPPING_STOPPED_ENDPOINT.try_with(|f| f.set(false));
+        }
+    }
     DROPPING_STOPPED_ENDPOINT.with(|f| f.set(true));
-    drop(endpoint);
-    DROPPING_STOPPED_ENDPOINT.with(|f| f.set(false));
+    let _dropped = Dropped;
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(endpoint)));
+    if dropped.is_err() {
+        tracing::error!(
+            endpoint = name,
+            "a stopped endpoint panicked as it was dropped (its Drop, or an asker's callback \
+             failing a held ask); the MessageLoop goes on (the panic is a bug in that code)"
+        );
+    }
 }
 
 /// Where an ask's answer goes.

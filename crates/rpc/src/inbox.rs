@@ -479,7 +479,7 @@ impl<E: RpcEndpoint> InboxHandle for Inbox<E> {
             // Dropped outside the lock: an unanswered ask's context answers
             // as it drops (`EndpointStopped`), and may run an asker's callback.
             let endpoint = lock(&self.endpoint).take();
-            crate::context::drop_stopped_endpoint(endpoint);
+            crate::context::drop_stopped_endpoint(endpoint, &self.name);
             if self.dedicated {
                 let _ = self.scheduler.send(LoopItem::PoisonPill);
             }
