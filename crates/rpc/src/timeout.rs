@@ -131,7 +131,7 @@ impl TimeoutScheduler {
             st.entries.drain()
         };
         for action in pending {
-            action.expire(false);
+            expire_contained(&*action, false);
         }
         self.cond.notify_all();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -152,7 +152,7 @@ impl TimeoutScheduler {
             st.wakes_at = None;
             if let Some(action) = st.entries.pop_due(now) {
                 drop(st);
-                action.expire(true);
+                expire_contained(&*action, true);
                 st = self.lock();
                 continue;
             }
@@ -168,6 +168,20 @@ impl TimeoutScheduler {
                 None => st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
             }
         }
+    }
+}
+
+/// Runs `action`'s expiry, containing a panic of the asker's callback it
+/// calls: logged at `error`, and the other asks still expire (the timer
+/// thread is one per RpcEnv; had it ended, no ask of the RpcEnv would ever
+/// time out again).
+fn expire_contained(action: &dyn Expire, timed_out: bool) {
+    let expired = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action.expire(timed_out)));
+    if expired.is_err() {
+        tracing::error!(
+            "an ask's callback panicked as the ask expired; the other asks still expire \
+             (the panic is a bug in that callback)"
+        );
     }
 }
 
