@@ -299,7 +299,7 @@ impl<M: RpcMessage, R: RpcMessage> AskErrors for Inner<M, R> {
         match error {
             // The remote inbox refused a message of another type than its endpoint's
             // (`InboxHandle::post_remote`): the variant a local reference gets.
-            RpcError::RemoteFailure { message } if message.ends_with(OTHER_TYPE_SUFFIX) => {
+            RpcError::RemoteFailure { message } if is_other_type_refusal(&message, &self.name) => {
                 RpcError::TypeMismatch {
                     name: self.name.to_string(),
                     type_name: std::any::type_name::<M>(),
@@ -312,3 +312,22 @@ impl<M: RpcMessage, R: RpcMessage> AskErrors for Inner<M, R> {
 
 /// How a remote RpcEnv's refusal of a message of another type ends.
 pub(crate) const OTHER_TYPE_SUFFIX: &str = "and the message is of another type";
+
+/// Whether `message` is exactly the RpcFailure text with which a remote
+/// RpcEnv refuses a message of another type than endpoint `name`'s
+/// (`InboxHandle::post_remote`: "invalid message for T: endpoint `name`
+/// takes T and the message is of another type"), rather than an endpoint's
+/// own failure text that merely ends alike. Type names hold no backtick, so
+/// the endpoint's part is found unambiguously.
+fn is_other_type_refusal(message: &str, name: &str) -> bool {
+    let Some(types) = message
+        .strip_prefix("invalid message for ")
+        .and_then(|rest| rest.strip_suffix(OTHER_TYPE_SUFFIX))
+        .and_then(|rest| rest.strip_suffix(' '))
+    else {
+        return false;
+    };
+    types
+        .split_once(&format!(": endpoint `{name}` takes "))
+        .is_some_and(|(expected, named)| expected == named)
+}

@@ -96,7 +96,42 @@ fn remote_ask_of_another_type_is_a_type_mismatch(mode: IoMode) {
     assert!(matches!(local, RpcError::TypeMismatch { .. }), "{local:?}");
 }
 
+/// Fails every ask with the text it was built with.
+struct Refuser(&'static str);
+
+impl RpcEndpoint for Refuser {
+    type Message = u64;
+    type Reply = u64;
+
+    fn receive_and_reply(&mut self, _msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
+        ctx.send_failure(self.0);
+    }
+}
+
+/// An endpoint's own failure text is not taken for the RpcEnv's refusal of a
+/// message of another type because it ends alike: a remote asker gets it as
+/// `RemoteFailure` with all of it, as a local asker does.
+fn an_endpoint_s_own_failure_is_not_a_type_mismatch(mode: IoMode) {
+    const TEXT: &str = "the key you sent is unknown and the message is of another type";
+    let server = server_with(mode, "server", support::plain);
+    let local = server.setup_endpoint("refuser", Refuser(TEXT)).unwrap();
+    let client = client_with(mode, "client", support::plain);
+    let remote = client
+        .setup_endpoint_ref::<u64, u64>(server.address().unwrap(), "refuser")
+        .unwrap();
+    for (who, err) in [
+        ("local", local.ask_sync(1).unwrap_err()),
+        ("remote", remote.ask_sync(1).unwrap_err()),
+    ] {
+        assert!(
+            matches!(&err, RpcError::RemoteFailure { message } if message == TEXT),
+            "{mode:?}: {who} asker: {err:?}"
+        );
+    }
+}
+
 both_io_modes!(
     explicit_timeout_is_not_called_ask_timeout_ms,
     remote_ask_of_another_type_is_a_type_mismatch,
+    an_endpoint_s_own_failure_is_not_a_type_mismatch,
 );
