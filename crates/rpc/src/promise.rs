@@ -130,7 +130,8 @@ impl<T> Shared<T> {
     fn complete(&self, result: Result<T, RpcError>) -> bool {
         let filled = self.fill(result);
         if filled {
-            drop(self.sent().take());
+            let sent = self.sent().take();
+            drop(sent);
         }
         filled
     }
@@ -176,12 +177,17 @@ impl<T: Send + 'static> Expire for Shared<T> {
             Some(o) => o.expiry_error(timed_out),
             None => RpcError::EnvStopped,
         };
-        if let Some(sent) = self.sent().take() {
+        // Taken out of `sent` before forgetting: `remove_rpc_request` locks the
+        // connection's table, which `on_registered` holds while it locks
+        // `sent`, so `sent` is never held while waiting for the table.
+        let sent = self.sent().take();
+        if let Some(sent) = sent {
             sent.forget();
         }
         if self.fill(Err(error)) {
             // Registered just as the deadline passed: forgotten too.
-            if let Some(sent) = self.sent().take() {
+            let sent = self.sent().take();
+            if let Some(sent) = sent {
                 sent.forget();
             }
         }
