@@ -50,6 +50,9 @@ fn slow_peer(listener: TcpListener, release: mpsc::Receiver<()>) -> mpsc::Receiv
     requests
 }
 
+/// Asks that time out in the Outbox: two of each kind.
+const ASKS: u64 = 4;
+
 fn is_timeout(r: &Result<u64, RpcError>) -> bool {
     matches!(r, Err(RpcError::AskTimeout { .. }))
 }
@@ -65,15 +68,21 @@ fn asks_timed_out_while_queued_do_not_stay_outstanding(mode: IoMode) {
     });
     let silent: RpcEndpointRef<u64, u64> = client.endpoint_ref(&RpcAddress::new("127.0.0.1", port), "silent");
 
-    // Both queue in the Outbox behind the held ConnectionEpoch, and time out there.
+    // All queue in the Outbox behind the held ConnectionEpoch, and time out there.
     let (done, ended) = mpsc::channel();
-    for n in 0..2u64 {
-        let done = done.clone();
+    // Two of each kind of ask, `ask_with` (a pooled CallbackAsk) and `ask` (a
+    // promise): either kind left outstanding fills the bound of 2 by itself.
+    for n in 0..ASKS / 2 {
+        let d = done.clone();
         silent.ask_with(n, move |r: Result<Msg<'_, u64>, RpcError>| {
-            let _ = done.send(r.map(|_| n));
+            let _ = d.send(r.map(|_| n));
+        });
+        let d = done.clone();
+        silent.ask(n).on_complete(move |r| {
+            let _ = d.send(r);
         });
     }
-    for _ in 0..2 {
+    for _ in 0..ASKS {
         let r = ended
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{mode:?}: a queued ask never ended"));
@@ -81,16 +90,16 @@ fn asks_timed_out_while_queued_do_not_stay_outstanding(mode: IoMode) {
     }
     // Now the connection is introduced and the Outbox sends them.
     release.send(()).unwrap();
-    for _ in 0..2 {
+    for _ in 0..ASKS {
         requests
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{mode:?}: the queued asks were never sent"));
     }
-    // Neither is outstanding any more: the next ask is sent, and times out itself.
+    // None is outstanding: the next ask is sent, and times out itself.
     let r = silent.ask(7).wait();
     assert!(
         is_timeout(&r),
-        "{mode:?}: after two asks timed out in the Outbox, the next one should time out, got {r:?}"
+        "{mode:?}: after {ASKS} asks timed out in the Outbox, the next one should time out, got {r:?}"
     );
     client.shutdown();
 }
