@@ -342,7 +342,11 @@ impl<E: RpcEndpoint> Inbox<E> {
         let result = catch_unwind(AssertUnwindSafe(|| deliver(endpoint, msg)));
         match result {
             Ok(Some(error)) => {
-                endpoint.on_error(&error);
+                // Contained as the handler is: a peer's invalid message must
+                // not end the (shared) MessageLoop thread through `on_error`.
+                if catch_unwind(AssertUnwindSafe(|| endpoint.on_error(&error))).is_err() {
+                    tracing::error!(endpoint = %self.name, %error, "on_error panicked; the endpoint keeps serving");
+                }
                 false
             }
             Ok(None) => false,
