@@ -376,9 +376,19 @@ impl<E: RpcEndpoint> Inbox<E> {
         );
         for msg in queued {
             match msg {
-                InboxMessage::Rpc { ctx, .. } => ctx.fail_with(RpcError::EndpointStopped {
-                    name: self.name.to_string(),
-                }),
+                InboxMessage::Rpc { ctx, .. } => {
+                    let error = RpcError::EndpointStopped {
+                        name: self.name.to_string(),
+                    };
+                    // A local asker's callback runs here: contained, as the
+                    // MessageLoop thread serves other endpoints too.
+                    if catch_unwind(AssertUnwindSafe(|| ctx.fail_with(error))).is_err() {
+                        tracing::error!(
+                            endpoint = %self.name,
+                            "an asker's callback panicked as its ask was refused; the MessageLoop goes on"
+                        );
+                    }
+                }
                 InboxMessage::OneWay { .. } => tracing::warn!(
                     endpoint = %self.name,
                     "a one-way message was dropped: its endpoint's on_start panicked"
