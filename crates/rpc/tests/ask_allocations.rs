@@ -11,13 +11,16 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rpc::{Msg, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig};
+use rpc::{Msg, RpcEndpointRef, RpcEnv, RpcEnvConfig};
+use support::endpoints::Increment;
 use transport::IoMode;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -56,21 +59,6 @@ const IN_FLIGHT: u64 = 64;
 /// Rounds to warm up (connection, pools, queues reach their sizes), then to count.
 const WARM_ROUNDS: u64 = 50;
 const COUNTED_ROUNDS: u64 = 50;
-
-/// Answers `n` with `n + 1`, on the connection's event loop.
-struct Increment;
-
-impl RpcEndpoint for Increment {
-    type Message = u64;
-    type Reply = u64;
-    fn receive_and_reply(&mut self, msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        let n = match msg {
-            Msg::Local(n) => n,
-            Msg::Remote(n) => n.to_native(),
-        };
-        ctx.reply(n + 1);
-    }
-}
 
 /// Runs `rounds` rounds of [`IN_FLIGHT`] asks and waits for each round's answers;
 /// panics on a wrong or failed answer.

@@ -7,28 +7,16 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rpc::{Msg, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
+use rpc::{Msg, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
+use support::endpoints::Increment;
 use transport::IoMode;
-
-/// Answers `n` with `n + 1`, on the connection's event loop.
-struct Increment;
-
-impl RpcEndpoint for Increment {
-    type Message = u64;
-    type Reply = u64;
-    fn receive_and_reply(&mut self, msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        let n = match msg {
-            Msg::Local(n) => n,
-            Msg::Remote(n) => n.to_native(),
-        };
-        ctx.reply(n + 1);
-    }
-}
 
 /// What an ask's callback reports: the reply, or the error's text.
 type Answer = Result<u64, String>;

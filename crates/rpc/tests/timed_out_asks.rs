@@ -12,39 +12,15 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rpc::{Msg, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
+use rpc::{Msg, RpcEndpointRef, RpcEnv, RpcEnvConfig, RpcError};
+use support::endpoints::{Increment, Silent};
 use transport::IoMode;
-
-/// Answers `n` with `n + 1`, on the connection's event loop.
-struct Increment;
-
-impl RpcEndpoint for Increment {
-    type Message = u64;
-    type Reply = u64;
-    fn receive_and_reply(&mut self, msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        let n = match msg {
-            Msg::Local(n) => n,
-            Msg::Remote(n) => n.to_native(),
-        };
-        ctx.reply(n + 1);
-    }
-}
-
-/// Never answers: keeps every call's context, so its asks time out.
-#[derive(Default)]
-struct Silent(Vec<RpcCallContext<u64>>);
-
-impl RpcEndpoint for Silent {
-    type Message = u64;
-    type Reply = u64;
-    fn receive_and_reply(&mut self, _msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        self.0.push(ctx);
-    }
-}
 
 const OUTSTANDING: usize = 4;
 

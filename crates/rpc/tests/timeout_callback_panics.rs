@@ -11,21 +11,10 @@ mod support;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rpc::{Msg, RpcCallContext, RpcEndpoint, RpcEndpointRef, RpcError};
+use rpc::{Msg, RpcEndpointRef, RpcError};
+use support::endpoints::Silent;
 use support::{client_with, plain, server_with};
 use transport::IoMode;
-
-/// Never answers: keeps every call's context.
-#[derive(Default)]
-struct Silent(Vec<RpcCallContext<u64>>);
-
-impl RpcEndpoint for Silent {
-    type Message = u64;
-    type Reply = u64;
-    fn receive_and_reply(&mut self, _msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        self.0.push(ctx);
-    }
-}
 
 fn timed_out(r: &Result<u64, RpcError>) -> bool {
     matches!(r, Err(RpcError::AskTimeout { .. }))

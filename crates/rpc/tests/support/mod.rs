@@ -18,6 +18,7 @@ macro_rules! both_io_modes {
     };
 }
 
+pub mod endpoints;
 pub mod epoch;
 pub mod raw;
 pub mod watch;
