@@ -182,6 +182,11 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// [`RpcError::TypeMismatch`] when its endpoint takes messages of another type than `M`,
     /// [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
     /// at once when the connection drops, or the errors of [`send`](Self::send).
+    ///
+    /// The future's state comes from the calling thread's recycler, as
+    /// [`ask_with`](Self::ask_with)'s does: once an answered ask's future is
+    /// dropped, the next ask for an `R` from this thread reuses it, so an
+    /// `ask_sync` of a reply type without heap data allocates nothing once warm.
     pub fn ask_with_timeout(&self, msg: M, timeout: Duration) -> AskFuture<R> {
         if let Err(e) = self.inner.env.check_running() {
             return AskFuture::failed(e);
@@ -220,8 +225,10 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// of the asker's, until the thread exits: per thread and call site, as
     /// many as were ever in flight at once from it (256 at most), each the
     /// size of the closure (what it captures) plus at most 128 bytes. The
-    /// message is serialized into a shared per-thread buffer. Against three or
-    /// more allocations for `ask(..).on_complete(..)`.
+    /// message is serialized into a shared per-thread buffer. `ask` and
+    /// `ask_sync` recycle their promise the same way (per thread and reply
+    /// type), but deserialize the reply into an owned `R` (which allocates if
+    /// `R` holds heap data), and `ask(..).on_complete(..)` boxes its callback.
     /// `on_reply` runs on the thread that answers: the connection's event-loop
     /// thread for a remote reply, the endpoint's MessageLoop thread for a local
     /// one, the timer thread on a timeout, or the calling thread if the ask

@@ -13,6 +13,7 @@ use transport::{RpcResponseListener, TransportClient, TransportError};
 
 use crate::error::RpcError;
 use crate::message::RpcMessage;
+use crate::recycler::recycled;
 use crate::timeout::{ArmedTimer, Expire, TimeoutScheduler};
 
 /// A callback registered with [`AskFuture::on_complete`].
@@ -104,7 +105,10 @@ pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
     cond: Condvar,
     timer: ArmedTimer,
-    origin: Option<AskOrigin>,
+    /// Where the ask went, for its errors, until it is answered (then
+    /// dropped, so that a recycled promise holds nothing of its asker's).
+    /// Never held while another lock is taken.
+    origin: Mutex<Option<AskOrigin>>,
     /// The RPC, once registered and while the ask waits. Locked after
     /// `state` where both are.
     sent: Mutex<Option<SentRpc>>,
@@ -124,6 +128,15 @@ impl<T> Shared<T> {
         self.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `f` of the ask's origin, if it still has one (not yet answered, and made by an ask).
+    fn with_origin<O>(&self, f: impl FnOnce(&AskOrigin) -> O) -> Option<O> {
+        self.origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(f)
+    }
+
     /// Fills the slot unless it is already filled; returns whether this call
     /// filled it. The RPC's registration, if any, is let go: answered, it is
     /// no longer outstanding anyway.
@@ -136,7 +149,18 @@ impl<T> Shared<T> {
         filled
     }
 
+    /// Fills the slot unless it is already filled; once filled, the origin
+    /// is dropped. Returns whether this call filled it.
     fn fill(&self, result: Result<T, RpcError>) -> bool {
+        let filled = self.fill_state(result);
+        if filled {
+            let origin = self.origin.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(origin);
+        }
+        filled
+    }
+
+    fn fill_state(&self, result: Result<T, RpcError>) -> bool {
         let waker = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *st, State::Taken) {
@@ -173,10 +197,9 @@ impl<T: Send + 'static> Expire for Shared<T> {
     /// Fails the ask, and forgets its RPC first, so that its connection can
     /// take another by the time anyone sees the timeout.
     fn expire(&self, timed_out: bool) {
-        let error = match &self.origin {
-            Some(o) => o.expiry_error(timed_out),
-            None => RpcError::EnvStopped,
-        };
+        let error = self
+            .with_origin(|o| o.expiry_error(timed_out))
+            .unwrap_or(RpcError::EnvStopped);
         // Taken out of `sent` before forgetting: `remove_rpc_request` locks the
         // connection's table, which `on_registered` holds while it locks
         // `sent`, so `sent` is never held while waiting for the table.
@@ -200,10 +223,13 @@ impl<T: RpcMessage> RpcResponseListener for Shared<T> {
     fn on_response(self: Arc<Self>, _request_id: i64, result: Result<Bytes, TransportError>) {
         let outcome = match result {
             Ok(bytes) => T::access(&bytes).and_then(T::deserialize).map_err(reply_error),
-            Err(e) => Err(match &self.origin {
-                Some(o) => o.errors.transport_error(e),
-                None => RpcError::from_transport(e),
-            }),
+            Err(e) => {
+                let errors = self.with_origin(|o| o.errors.clone());
+                Err(match errors {
+                    Some(errors) => errors.transport_error(e),
+                    None => RpcError::from_transport(e),
+                })
+            }
         };
         self.complete(outcome);
     }
@@ -290,23 +316,30 @@ impl<T> std::fmt::Debug for AskFuture<T> {
 
 /// A new pending slot: the completer and the future.
 pub(crate) fn pending<T>() -> (Completer<T>, AskFuture<T>) {
-    pending_with(None)
-}
-
-/// A new empty slot for an ask to `origin`: its timeout and transport errors read with it.
-pub(crate) fn pending_ask<T>(origin: AskOrigin) -> (Completer<T>, AskFuture<T>) {
-    pending_with(Some(origin))
-}
-
-fn pending_with<T>(origin: Option<AskOrigin>) -> (Completer<T>, AskFuture<T>) {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::Pending(None)),
-        cond: Condvar::new(),
-        timer: ArmedTimer::default(),
-        origin,
-        sent: Mutex::new(None),
-    });
+    let shared = Arc::new(Shared::new(None));
     (Completer(shared.clone()), AskFuture(shared))
+}
+
+/// A new empty slot for an ask to `origin`: its timeout and transport errors
+/// read with it. In a recycled allocation where this thread has a free one
+/// (see [`recycled`]): once an answered ask's future and every other
+/// reference to its promise are dropped, the next ask for a `T` from this
+/// thread reuses it.
+pub(crate) fn pending_ask<T: Send + 'static>(origin: AskOrigin) -> (Completer<T>, AskFuture<T>) {
+    let shared = recycled(Shared::new(Some(origin)));
+    (Completer(shared.clone()), AskFuture(shared))
+}
+
+impl<T> Shared<T> {
+    fn new(origin: Option<AskOrigin>) -> Self {
+        Self {
+            state: Mutex::new(State::Pending(None)),
+            cond: Condvar::new(),
+            timer: ArmedTimer::default(),
+            origin: Mutex::new(origin),
+            sent: Mutex::new(None),
+        }
+    }
 }
 
 impl<T> AskFuture<T> {
@@ -463,5 +496,34 @@ mod tests {
         assert_eq!(sched.len(), 0, "completion cancels the timer");
         assert_eq!(f.wait().unwrap(), 3);
         sched.stop();
+    }
+
+    #[test]
+    fn an_answered_ask_s_promise_holds_no_origin_and_is_reused() {
+        let errors: Arc<dyn AskErrors> = Arc::new(PlainErrors);
+        let origin = || AskOrigin {
+            endpoint: "endpoint".into(),
+            timeout: Duration::from_secs(1),
+            errors: errors.clone(),
+        };
+        let (c, f) = pending_ask::<u64>(origin());
+        let at = Arc::as_ptr(&f.0);
+        assert_eq!(Arc::strong_count(&errors), 2, "the waiting ask holds its origin");
+        assert!(c.complete(Ok(1)));
+        assert_eq!(
+            Arc::strong_count(&errors),
+            1,
+            "the answered ask dropped its origin"
+        );
+        assert_eq!(f.wait().unwrap(), 1);
+        drop(c);
+        let (c, f) = pending_ask::<u64>(origin());
+        assert_eq!(
+            Arc::as_ptr(&f.0),
+            at,
+            "the next ask reuses the answered one's allocation"
+        );
+        assert!(c.complete(Ok(2)), "pending again");
+        assert_eq!(f.wait().unwrap(), 2);
     }
 }

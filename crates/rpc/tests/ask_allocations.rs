@@ -102,8 +102,16 @@ fn ask_rounds(
     }
 }
 
-/// Allocations per ask over [`COUNTED_ROUNDS`] warm rounds on `mode`.
-fn allocations_per_ask(mode: IoMode) -> f64 {
+/// Asks `count` times with `ask_sync`, one after another; panics on a wrong answer.
+fn ask_sync_many(endpoint: &RpcEndpointRef<u64, u64>, count: u64) {
+    for n in 0..count {
+        assert_eq!(endpoint.ask_sync(n).map_err(|e| e.to_string()), Ok(n + 1));
+    }
+}
+
+/// Allocations per ask over [`COUNTED_ROUNDS`] warm rounds on `mode`: of
+/// `ask_with`, then of `ask_sync` (as many asks, one at a time).
+fn allocations_per_ask(mode: IoMode) -> (f64, f64) {
     let mut server_conf = RpcEnvConfig::server("server", SocketAddr::from(([127, 0, 0, 1], 0)));
     server_conf.transport.io_mode = mode;
     let server = RpcEnv::create(server_conf).expect("server RpcEnv");
@@ -120,21 +128,30 @@ fn allocations_per_ask(mode: IoMode) -> f64 {
     ask_rounds(&endpoint, WARM_ROUNDS, &answered, &failed);
     let before = ALLOCS.load(Ordering::Relaxed);
     ask_rounds(&endpoint, COUNTED_ROUNDS, &answered, &failed);
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let with_allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let asks = COUNTED_ROUNDS * IN_FLIGHT;
+    ask_sync_many(&endpoint, asks);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    ask_sync_many(&endpoint, asks);
+    let sync_allocs = ALLOCS.load(Ordering::Relaxed) - before;
     client.shutdown();
     server.shutdown();
-    allocs as f64 / (COUNTED_ROUNDS * IN_FLIGHT) as f64
+    (with_allocs as f64 / asks as f64, sync_allocs as f64 / asks as f64)
 }
 
 #[test]
-fn asks_allocate_nothing_once_warm_on_both_io_modes() {
+fn ask_with_and_ask_sync_allocate_nothing_once_warm_on_both_io_modes() {
     for mode in [IoMode::Epoll, IoMode::IoUring] {
-        let per_ask = allocations_per_ask(mode);
+        let (per_ask_with, per_ask_sync) = allocations_per_ask(mode);
         // Other threads of the process (timer, loops) may allocate now and
         // then; an allocation per ask would show as 1.0.
         assert!(
-            per_ask < 0.01,
-            "{mode:?}: {per_ask:.3} heap allocations per ask_with once warm (expected none)"
+            per_ask_with < 0.01,
+            "{mode:?}: {per_ask_with:.3} heap allocations per ask_with once warm (expected none)"
+        );
+        assert!(
+            per_ask_sync < 0.01,
+            "{mode:?}: {per_ask_sync:.3} heap allocations per ask_sync once warm (expected none)"
         );
     }
 }
