@@ -180,7 +180,9 @@ impl<M: RpcMessage, R: RpcMessage> RpcEndpointRef<M, R> {
     /// after `timeout`, [`RpcError::EndpointNotFound`] when the RpcEnv asked
     /// has no endpoint of this name (as for a local reference),
     /// [`RpcError::TypeMismatch`] when its endpoint takes messages of another type than `M`,
-    /// [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
+    /// [`RpcError::EndpointStopped`] when the endpoint stops (or its RpcEnv
+    /// shuts down) before answering, [`RpcError::NoReply`] when it drops the
+    /// call without answering, [`RpcError::RemoteFailure`], [`RpcError::ConnectionLost`]
     /// at once when the connection drops, or the errors of [`send`](Self::send).
     ///
     /// The future's state comes from the calling thread's recycler, as

@@ -473,9 +473,13 @@ impl RpcEnv {
         endpoint.is_local() && self.inner.dispatcher.stop_endpoint(endpoint.name())
     }
 
-    /// Shuts down: every endpoint gets `OnStop`, pending asks fail with
-    /// [`RpcError::EnvStopped`], connections close, and every thread is
-    /// joined. Idempotent. Do not call from an endpoint's handler.
+    /// Shuts down (Spark's `RpcEnv.shutdown`): every endpoint gets `OnStop`,
+    /// this RpcEnv's own pending asks fail with [`RpcError::EnvStopped`],
+    /// connections close, and every thread is joined. Asks its endpoints
+    /// hold unanswered fail with [`RpcError::EndpointStopped`] for their
+    /// askers; a remote asker may get [`RpcError::ConnectionLost`] instead,
+    /// when the connection's close overtakes that answer still queued to
+    /// write. Idempotent. Do not call from an endpoint's handler.
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }

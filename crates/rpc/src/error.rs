@@ -8,7 +8,11 @@ use transport::TransportError;
 /// `RpcTimeoutException`, `SparkException("Could not find ...")`, ...).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
-    /// No endpoint of that name is registered at that address.
+    /// No endpoint of that name is registered at that address: from
+    /// `setup_endpoint_ref` (the verifier's answer, Spark's
+    /// `RpcEndpointNotFoundException`), and from an ask through a reference
+    /// that was not checked (`endpoint_ref`), local or remote (for a remote
+    /// one the remote RpcEnv's refusal, typed here as for a local reference).
     #[error(
         "no endpoint named `{name}` at {address}; check the name, or that the endpoint was set up before asking"
     )]
@@ -102,7 +106,12 @@ pub enum RpcError {
         /// The message the remote side sent.
         message: String,
     },
-    /// The connection the message travelled on was lost before an answer came.
+    /// The connection the message travelled on was lost before an answer came
+    /// (Spark: the `IOException` of `TransportResponseHandler.channelInactive`).
+    /// Also what an ask held by a remote endpoint can fail with when the
+    /// remote RpcEnv shuts down: the shutdown closes the connection, and the
+    /// close can overtake the endpoint's `EndpointStopped` answer still queued
+    /// to write.
     #[error("connection to {peer} lost: {reason}")]
     ConnectionLost {
         /// The remote address.
@@ -159,7 +168,12 @@ pub enum RpcError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] transport::ConfError),
-    /// A reference's message types do not match the endpoint it names.
+    /// A reference's message type is not the one of the endpoint it names: at
+    /// once for a local reference; for a remote one, the remote RpcEnv's
+    /// refusal of the message, typed here. A reply type that differs is not
+    /// detected (the reply then fails to read as `R`, a `RemoteFailure` or
+    /// transport error). Spark has no such check: a message the endpoint does
+    /// not handle fails in its `Inbox` as `SparkException("Unsupported message ...")`.
     #[error("endpoint `{name}` takes messages of another type than this reference's {type_name}")]
     TypeMismatch {
         /// The endpoint name.
@@ -175,7 +189,9 @@ pub enum RpcError {
         /// The panic message.
         message: String,
     },
-    /// The endpoint dropped the call context without replying.
+    /// The endpoint dropped the call context (`RpcCallContext`) without
+    /// replying or failing it; for a remote asker too. Spark has no such
+    /// answer: its asker waits until the ask times out.
     #[error("endpoint `{name}` dropped the call without replying")]
     NoReply {
         /// The endpoint name.

@@ -402,7 +402,9 @@ impl TransportClient {
     /// [`send_rpc`](Self::send_rpc) with any [`ResponseHandler`]: with a
     /// [`ResponseHandler::Listener`], sending a request allocates nothing per
     /// request beyond the frame. The handler is handed back with the error when
-    /// the request cannot be sent.
+    /// the request cannot be sent. A listener is first told its request id
+    /// ([`RpcResponseListener::on_registered`]), and is not registered if it
+    /// answers `false` (the frame is sent all the same).
     ///
     /// # Errors
     /// As [`send_rpc`](Self::send_rpc), together with the unused handler.
@@ -453,7 +455,9 @@ impl TransportClient {
 
     /// Forgets an outstanding RPC (its answer, if it comes, is ignored): for a
     /// caller that gave up waiting, such as an ask that timed out (Spark's
-    /// `TransportClient.removeRpcRequest`). Returns whether it was
+    /// `TransportClient.removeRpcRequest`). `request_id` is the id
+    /// [`send_rpc_with`](Self::send_rpc_with) returned or
+    /// [`RpcResponseListener::on_registered`] was given. Returns whether it was
     /// outstanding; its handler is dropped without being called, after the
     /// table is unlocked.
     pub fn remove_rpc_request(&self, request_id: i64) -> bool {
