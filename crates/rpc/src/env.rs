@@ -477,9 +477,10 @@ impl RpcEnv {
     /// this RpcEnv's own pending asks fail with [`RpcError::EnvStopped`],
     /// connections close, and every thread is joined. Asks its endpoints
     /// hold unanswered fail with [`RpcError::EndpointStopped`] for their
-    /// askers; a remote asker may get [`RpcError::ConnectionLost`] instead,
-    /// when the connection's close overtakes that answer still queued to
-    /// write. Idempotent. Do not call from an endpoint's handler.
+    /// askers, remote ones included: each connection writes what is queued
+    /// on it before it closes (for up to `transport::CLOSE_GRACE`, 500 ms, as
+    /// Spark's `TransportServer.close` lets Netty finish its writes).
+    /// Idempotent. Do not call from an endpoint's handler.
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }

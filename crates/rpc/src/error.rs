@@ -108,10 +108,10 @@ pub enum RpcError {
     },
     /// The connection the message travelled on was lost before an answer came
     /// (Spark: the `IOException` of `TransportResponseHandler.channelInactive`).
-    /// Also what an ask held by a remote endpoint can fail with when the
-    /// remote RpcEnv shuts down: the shutdown closes the connection, and the
-    /// close can overtake the endpoint's `EndpointStopped` answer still queued
-    /// to write.
+    /// An ask held by a remote endpoint whose RpcEnv shuts down gets
+    /// `EndpointStopped` instead: the shutdown writes what is queued on a
+    /// connection before closing it, for up to `transport::CLOSE_GRACE`; only
+    /// an asker that does not read its answers for that long sees this.
     #[error("connection to {peer} lost: {reason}")]
     ConnectionLost {
         /// The remote address.

@@ -265,7 +265,13 @@ impl Transport for EpollTransport {
         for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             server.close();
         }
-        self.connections.close_all();
+        // What is queued goes out first (bounded by `CLOSE_GRACE`).
+        let grace = if self.on_loop_thread() {
+            Duration::ZERO
+        } else {
+            transport::CLOSE_GRACE
+        };
+        self.connections.close_all_after_flush(grace);
         for slot in [&self.server_group, &self.client_group] {
             if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 group.shutdown();
@@ -281,6 +287,16 @@ impl Drop for EpollTransport {
 }
 
 impl EpollTransport {
+    /// Whether the calling thread is one of this transport's event loops.
+    fn on_loop_thread(&self) -> bool {
+        [&self.server_group, &self.client_group].iter().any(|slot| {
+            slot.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|g| g.is_loop_thread())
+        })
+    }
+
     /// `Transport::connect` without the authentication handshake: the TCP
     /// connection and its registration on a loop.
     fn connect_raw(

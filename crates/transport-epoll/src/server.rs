@@ -71,7 +71,15 @@ impl EpollServer {
         {
             let _ = closed.recv_timeout(Duration::from_secs(5));
         }
-        self.connections.close_all();
+        // What is queued goes out first, as Spark's TransportServer.close lets
+        // Netty finish the writes before it (not waiting on a loop thread,
+        // which those writes need).
+        let grace = if on_accept_thread {
+            Duration::ZERO
+        } else {
+            transport::CLOSE_GRACE
+        };
+        self.connections.close_all_after_flush(grace);
     }
 }
 

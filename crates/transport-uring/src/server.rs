@@ -70,7 +70,9 @@ impl ServerShared {
         if let Some(home) = self.home.upgrade() {
             home.send(Command::StopListen(self.clone()));
         }
-        self.connections.close_all();
+        // What is queued goes out first (bounded by `CLOSE_GRACE`), as
+        // Spark's TransportServer.close lets Netty finish the writes before it.
+        self.connections.close_all_after_flush(transport::CLOSE_GRACE);
     }
 }
 

@@ -215,7 +215,14 @@ impl Transport for UringTransport {
         for server in self.servers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             server.close();
         }
-        self.connections.close_all();
+        // What is queued goes out first (bounded by `CLOSE_GRACE`), but not
+        // waited for on a loop thread, which those writes need.
+        let grace = if self.on_loop_thread() {
+            std::time::Duration::ZERO
+        } else {
+            transport::CLOSE_GRACE
+        };
+        self.connections.close_all_after_flush(grace);
         for slot in [&self.server_group, &self.client_group] {
             if let Some(group) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 group.shutdown();

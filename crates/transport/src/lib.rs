@@ -77,7 +77,7 @@ pub use error::{DecodeError, TransportError};
 pub use frame::{EncodedFrame, Frame, FrameSizeError};
 pub use id_hash::{RequestIdHasher, RequestIdMap};
 pub use pool::{BufferPool, MAX_CLASS_SIZE, MIN_CLASS_SIZE, PoolStats, PooledBufMut};
-pub use registry::ConnectionRegistry;
+pub use registry::{CLOSE_GRACE, ConnectionRegistry};
 pub use spin::SpinPolicy;
 pub use transport::{Transport, TransportHandler, TransportServer};
 pub use write_queue::{MAX_IOV, WriteQueue};

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::TransportFactory;
 use super::support::{
     Event, Probe, TIMEOUT, accepted, any_local_port, assert_echo_works, connect, echoed,
-    expect_closed_by_peer, expect_no_event, recv_within, serve, shutdown, test_conf, try_connect, wait_event,
-    wait_until, within,
+    expect_closed_by_peer, expect_no_event, raw_connect, recv_within, serve, shutdown, test_conf,
+    try_connect, wait_event, wait_until, within,
 };
 use crate::{DecodeError, IoMode, TransportClient, TransportError};
 
@@ -442,4 +442,66 @@ pub fn io_mode_and_pooled_reads(factory: &TransportFactory) {
          reads must use buffers from Transport::pool() and give them back"
     );
     shutdown(&t);
+}
+
+/// Frames queued on a connection when its server closes, or its transport
+/// shuts down, are written before the connection closes (as Netty writes
+/// what was flushed before a `close` queued after it): a raw peer that
+/// starts reading only 100 ms after the close began gets every byte of 16
+/// one-way frames of 16 KiB queued just before (through a 4 KiB socket send
+/// buffer, so most still wait in the queue), then EOF. `server_close` picks
+/// `TransportServer::close`, else `Transport::shutdown`.
+fn queued_frames_go_out_before_the_close(factory: &TransportFactory, server_close: bool) {
+    const FRAMES: usize = 16;
+    const BODY: usize = 16 << 10;
+    let t = factory(crate::TransportConf {
+        send_buffer_bytes: 4 << 10,
+        ..test_conf()
+    });
+    let (probe, events) = Probe::silent();
+    let server = serve(&t, probe);
+    let mut raw = raw_connect(server.local_addr());
+    let server_side = accepted(&events, raw.local_addr().expect("raw local address"));
+    let mut want = Vec::with_capacity(FRAMES * (BODY + 32));
+    for i in 0..FRAMES {
+        let body = Bytes::from(super::support::pattern(i as u64 + 1, BODY));
+        want.extend_from_slice(&super::support::wire(
+            &crate::EncodedFrame::one_way(body.clone()).expect("encode"),
+        ));
+        server_side
+            .send_one_way(body)
+            .unwrap_or_else(|e| panic!("queue frame {i}: {e}"));
+    }
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut raw, &mut got);
+        got
+    });
+    if server_close {
+        server.close();
+    } else {
+        shutdown(&t);
+    }
+    let got = reader.join().expect("the raw reader thread");
+    let what = if server_close {
+        "TransportServer::close"
+    } else {
+        "Transport::shutdown"
+    };
+    if let Some(d) = super::support::first_difference(&got, &want) {
+        panic!("{what} with {FRAMES} frames of {BODY} B queued: the peer got {d}");
+    }
+    drop(server);
+    shutdown(&t);
+}
+
+/// [`queued_frames_go_out_before_the_close`] through `TransportServer::close`.
+pub fn server_close_writes_queued_frames_first(factory: &TransportFactory) {
+    queued_frames_go_out_before_the_close(factory, true);
+}
+
+/// [`queued_frames_go_out_before_the_close`] through `Transport::shutdown`.
+pub fn shutdown_writes_queued_frames_first(factory: &TransportFactory) {
+    queued_frames_go_out_before_the_close(factory, false);
 }

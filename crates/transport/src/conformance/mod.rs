@@ -68,7 +68,8 @@ pub use lifecycle::{
     channel_events_once_per_connection, connect_refused_fails_promptly, decode_error_on_client_is_reported,
     io_mode_and_pooled_reads, outstanding_rpcs_fail_when_server_closes,
     outstanding_rpcs_fail_when_server_closes_connection, server_close_stops_accepting,
-    shutdown_fails_outstanding_rpcs,
+    server_close_writes_queued_frames_first, shutdown_fails_outstanding_rpcs,
+    shutdown_writes_queued_frames_first,
 };
 pub use limits::{
     client_refuses_rpcs_past_the_outstanding_limit, in_flight_limit_pauses_reading_until_answers,
@@ -124,6 +125,8 @@ macro_rules! conformance_suite {
             decode_error_on_client_is_reported,
             connect_refused_fails_promptly,
             shutdown_fails_outstanding_rpcs,
+            server_close_writes_queued_frames_first,
+            shutdown_writes_queued_frames_first,
             server_close_stops_accepting,
             io_mode_and_pooled_reads,
             peer_closing_mid_frame,
