@@ -23,10 +23,7 @@ impl RpcEndpoint for Fragile {
     type Reply = u64;
 
     fn receive_and_reply(&mut self, msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        ctx.reply(match msg {
-            Msg::Local(n) => n,
-            Msg::Remote(n) => n.to_native(),
-        });
+        ctx.reply(msg.into_owned().expect("a u64 message decodes"));
     }
 
     fn on_error(&mut self, error: &RpcError) {

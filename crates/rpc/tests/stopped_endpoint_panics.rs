@@ -31,10 +31,7 @@ impl RpcEndpoint for Holder {
     type Reply = u64;
 
     fn receive_and_reply(&mut self, msg: Msg<'_, u64>, ctx: RpcCallContext<u64>) {
-        let n = match msg {
-            Msg::Local(n) => n,
-            Msg::Remote(n) => n.to_native(),
-        };
+        let n = msg.into_owned().expect("a u64 message decodes");
         self.held.push(ctx);
         let _ = self.got.send(n);
     }
